@@ -1,0 +1,315 @@
+// Package config holds icehub's TOML schema, its defaults and its validation.
+// Every error names the offending key and, where the file gives it, the line.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// ErrInvalid is wrapped by every error Load and Parse return for a bad file.
+var ErrInvalid = errors.New("invalid config")
+
+// Config is the whole server.toml.
+type Config struct {
+	Server  Server  `toml:"server"`
+	Log     Log     `toml:"log"`
+	TURN    TURN    `toml:"turn"`
+	Auth    Auth    `toml:"auth"`
+	Signal  Signal  `toml:"signal"`
+	Admin   Admin   `toml:"admin"`
+	Cluster Cluster `toml:"cluster"`
+}
+
+// Server holds process-wide settings.
+type Server struct {
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+}
+
+// Log selects the log level and format.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info, warn, error
+	Format string `toml:"format"` // text or json
+}
+
+// TURN configures the STUN/TURN listeners, relays, peer filter and quotas.
+type TURN struct {
+	Listen                Addrs     `toml:"listen"`
+	Realm                 string    `toml:"realm"`
+	PublicIP              string    `toml:"public_ip"`
+	RelayIP               string    `toml:"relay_ip"`
+	RelayPorts            PortRange `toml:"relay_ports"`
+	AllowPeers            []Prefix  `toml:"allow_peers"`
+	DenyPeers             []Prefix  `toml:"deny_peers"`
+	MaxAllocationsPerUser int       `toml:"max_allocations_per_user"`
+	MaxAllocations        int       `toml:"max_allocations"`
+	TCPRelay              bool      `toml:"tcp_relay"`
+	UDPSockets            int       `toml:"udp_sockets"`
+	TLSListen             Addrs     `toml:"tls_listen"`
+	TLSCert               string    `toml:"tls_cert"`
+	TLSKey                string    `toml:"tls_key"`
+	UnauthRate            float64   `toml:"unauth_rate"`
+	UnauthBurst           int       `toml:"unauth_burst"`
+}
+
+// Auth configures the TURN REST credential secrets.
+type Auth struct {
+	Secrets []string `toml:"secrets"`
+	TTL     Duration `toml:"ttl"`
+}
+
+// Signal configures the WebSocket hub and its HTTP API.
+type Signal struct {
+	Listen            string   `toml:"listen"`
+	ICEURLs           []string `toml:"ice_urls"`
+	MaxPeersPerRoom   int      `toml:"max_peers_per_room"`
+	MaxRoomsPerConn   int      `toml:"max_rooms_per_conn"`
+	MaxFrameBytes     int      `toml:"max_frame_bytes"`
+	SendQueue         int      `toml:"send_queue"`
+	PingInterval      Duration `toml:"ping_interval"`
+	AllowedOrigins    []string `toml:"allowed_origins"`
+	APIKeys           []string `toml:"api_keys"`
+	MaxConnsPerIP     int      `toml:"max_conns_per_ip"`
+	MessagesPerSecond float64  `toml:"messages_per_second"`
+	MessageBurst      int      `toml:"message_burst"`
+	TLSCert           string   `toml:"tls_cert"`
+	TLSKey            string   `toml:"tls_key"`
+}
+
+// Admin configures the metrics and health listener.
+type Admin struct {
+	Listen string `toml:"listen"`
+}
+
+// Cluster configures multi-node operation.
+type Cluster struct {
+	RedisURL string `toml:"redis_url"`
+}
+
+// Default returns the configuration icehub runs with when a key is absent.
+func Default() Config {
+	return Config{
+		Server: Server{ShutdownTimeout: Duration{10 * time.Second}},
+		Log:    Log{Level: "info", Format: "text"},
+		TURN: TURN{
+			Listen:                Addrs{"0.0.0.0:3478"},
+			Realm:                 "icehub",
+			RelayPorts:            PortRange{49152, 65535},
+			MaxAllocationsPerUser: 10,
+			MaxAllocations:        10000,
+			TCPRelay:              true,
+			UnauthRate:            20,
+			UnauthBurst:           40,
+		},
+		Auth: Auth{TTL: Duration{12 * time.Hour}},
+		Signal: Signal{
+			Listen:            "0.0.0.0:8080",
+			MaxPeersPerRoom:   2,
+			MaxRoomsPerConn:   8,
+			MaxFrameBytes:     64 << 10,
+			SendQueue:         256,
+			PingInterval:      Duration{20 * time.Second},
+			MaxConnsPerIP:     64,
+			MessagesPerSecond: 50,
+			MessageBurst:      100,
+		},
+		Admin: Admin{Listen: "127.0.0.1:9641"},
+	}
+}
+
+// Load reads and validates a TOML file on top of Default.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	return Parse(data)
+}
+
+// Parse decodes and validates TOML text on top of Default.
+func Parse(data []byte) (Config, error) {
+	cfg := Default()
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			if pe.LastKey != "" {
+				return Config{}, fmt.Errorf("%w: line %d: key %s: %s", ErrInvalid, pe.Position.Line, pe.LastKey, pe.Message)
+			}
+			return Config{}, fmt.Errorf("%w: line %d: %s", ErrInvalid, pe.Position.Line, pe.Message)
+		}
+		return Config{}, fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(err.Error(), "toml: "))
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0].String()
+		return Config{}, keyErr(data, k, "unknown key")
+	}
+	if err := cfg.validate(data); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// keyErr builds an error naming key and, when it can be found in data, its line.
+func keyErr(data []byte, key, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	if line := findLine(data, key); line > 0 {
+		return fmt.Errorf("%w: line %d: key %s: %s", ErrInvalid, line, key, msg)
+	}
+	return fmt.Errorf("%w: key %s: %s", ErrInvalid, key, msg)
+}
+
+// findLine returns the 1-based line where a dotted key such as "turn.listen" is assigned,
+// or 0. It understands [table] headers and "table.key =" dotted assignments, which is what
+// server.toml-style files use.
+func findLine(data []byte, key string) int {
+	table := ""
+	for i, raw := range strings.Split(string(data), "\n") {
+		line := strings.TrimSpace(raw)
+		if strings.HasPrefix(line, "[") && !strings.HasPrefix(line, "[[") {
+			table = strings.Trim(strings.TrimSpace(strings.SplitN(line, "#", 2)[0]), "[] ")
+			if table == key {
+				return i + 1
+			}
+			continue
+		}
+		name, _, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		full := strings.TrimSpace(name)
+		if table != "" {
+			full = table + "." + full
+		}
+		if full == key {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+func (c *Config) validate(data []byte) error {
+	bad := func(key, format string, args ...any) error { return keyErr(data, key, format, args...) }
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		return bad("log.format", "must be text or json, not %q", c.Log.Format)
+	}
+	if c.Server.ShutdownTimeout.Duration <= 0 {
+		return bad("server.shutdown_timeout", "must be above zero")
+	}
+	if len(c.TURN.Listen) == 0 {
+		return bad("turn.listen", "needs at least one host:port")
+	}
+	for _, a := range c.TURN.Listen {
+		if err := checkHostPort(a); err != nil {
+			return bad("turn.listen", "%v", err)
+		}
+	}
+	for _, a := range c.TURN.TLSListen {
+		if err := checkHostPort(a); err != nil {
+			return bad("turn.tls_listen", "%v", err)
+		}
+	}
+	if len(c.TURN.TLSListen) > 0 && (c.TURN.TLSCert == "" || c.TURN.TLSKey == "") {
+		return bad("turn.tls_listen", "needs turn.tls_cert and turn.tls_key")
+	}
+	if c.TURN.Realm == "" {
+		return bad("turn.realm", "must not be empty")
+	}
+	if c.TURN.PublicIP != "" {
+		if _, err := netip.ParseAddr(c.TURN.PublicIP); err != nil {
+			return bad("turn.public_ip", "not an IP address: %q", c.TURN.PublicIP)
+		}
+	}
+	if c.TURN.RelayIP != "" {
+		if _, err := netip.ParseAddr(c.TURN.RelayIP); err != nil {
+			return bad("turn.relay_ip", "not an IP address: %q", c.TURN.RelayIP)
+		}
+	}
+	if c.TURN.MaxAllocationsPerUser < 0 {
+		return bad("turn.max_allocations_per_user", "must be 0 (no limit) or more")
+	}
+	if c.TURN.MaxAllocations < 0 {
+		return bad("turn.max_allocations", "must be 0 (no limit) or more")
+	}
+	if c.TURN.UDPSockets < 0 || c.TURN.UDPSockets > 256 {
+		return bad("turn.udp_sockets", "must be 0 (one per core) to 256")
+	}
+	if c.TURN.UnauthRate < 0 || c.TURN.UnauthBurst < 0 {
+		return bad("turn.unauth_rate", "must not be negative")
+	}
+	if c.Auth.TTL.Duration <= 0 {
+		return bad("auth.ttl", "must be above zero, got %s", c.Auth.TTL.Duration)
+	}
+	for i, s := range c.Auth.Secrets {
+		if len(s) < 8 {
+			return bad("auth.secrets", "secret #%d is shorter than 8 characters", i+1)
+		}
+	}
+	if err := checkHostPort(c.Signal.Listen); err != nil {
+		return bad("signal.listen", "%v", err)
+	}
+	if c.Signal.MaxPeersPerRoom < 1 {
+		return bad("signal.max_peers_per_room", "must be 1 or more")
+	}
+	if c.Signal.MaxRoomsPerConn < 1 {
+		return bad("signal.max_rooms_per_conn", "must be 1 or more")
+	}
+	if c.Signal.MaxFrameBytes < 512 {
+		return bad("signal.max_frame_bytes", "must be 512 or more")
+	}
+	if c.Signal.SendQueue < 1 {
+		return bad("signal.send_queue", "must be 1 or more")
+	}
+	if c.Signal.PingInterval.Duration < 100*time.Millisecond {
+		return bad("signal.ping_interval", "must be 100ms or more")
+	}
+	if c.Signal.MaxConnsPerIP < 0 || c.Signal.MessagesPerSecond < 0 || c.Signal.MessageBurst < 0 {
+		return bad("signal.messages_per_second", "limits must not be negative")
+	}
+	if (c.Signal.TLSCert == "") != (c.Signal.TLSKey == "") {
+		return bad("signal.tls_cert", "tls_cert and tls_key go together")
+	}
+	for _, u := range c.Signal.ICEURLs {
+		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
+			return bad("signal.ice_urls", "%q must start with stun:, turn: or turns:", u)
+		}
+	}
+	if c.Admin.Listen != "" {
+		if err := checkHostPort(c.Admin.Listen); err != nil {
+			return bad("admin.listen", "%v", err)
+		}
+	}
+	if u := c.Cluster.RedisURL; u != "" && !strings.HasPrefix(u, "redis://") && !strings.HasPrefix(u, "rediss://") {
+		return bad("cluster.redis_url", "must start with redis:// or rediss://")
+	}
+	return nil
+}
+
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("not a host:port: %q", s)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil {
+			return fmt.Errorf("host must be an IP address: %q", s)
+		}
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return fmt.Errorf("bad port in %q", s)
+	}
+	return nil
+}

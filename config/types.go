@@ -1,0 +1,106 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Duration is a time.Duration written in TOML as a Go duration string ("12h", "30s").
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("not a duration like \"12h\" or \"30s\": %q", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration back as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// PortRange is an inclusive UDP/TCP port range written "min-max".
+type PortRange struct{ Min, Max uint16 }
+
+// UnmarshalText parses "min-max" (or a single port).
+func (r *PortRange) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	lo, hi, found := strings.Cut(s, "-")
+	if !found {
+		hi = lo
+	}
+	min, err1 := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	max, err2 := strconv.ParseUint(strings.TrimSpace(hi), 10, 16)
+	if err1 != nil || err2 != nil || min == 0 {
+		return fmt.Errorf("not a port range like \"49152-65535\": %q", s)
+	}
+	if min > max {
+		return fmt.Errorf("inverted port range %q: %d is above %d", s, min, max)
+	}
+	r.Min, r.Max = uint16(min), uint16(max)
+	return nil
+}
+
+// MarshalText writes the range as "min-max".
+func (r PortRange) MarshalText() ([]byte, error) {
+	return []byte(fmt.Sprintf("%d-%d", r.Min, r.Max)), nil
+}
+
+// Size is the number of ports in the range.
+func (r PortRange) Size() int { return int(r.Max) - int(r.Min) + 1 }
+
+// Prefix is a CIDR (or a bare address, taken as a single-host prefix).
+type Prefix struct{ netip.Prefix }
+
+// UnmarshalText parses "10.0.0.0/8", "fd00::/8" or a bare address.
+func (p *Prefix) UnmarshalText(b []byte) error {
+	s := strings.TrimSpace(string(b))
+	if !strings.Contains(s, "/") {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return fmt.Errorf("not a CIDR like \"10.0.0.0/8\": %q", s)
+		}
+		p.Prefix = netip.PrefixFrom(a, a.BitLen())
+		return nil
+	}
+	v, err := netip.ParsePrefix(s)
+	if err != nil {
+		return fmt.Errorf("not a CIDR like \"10.0.0.0/8\": %q", s)
+	}
+	p.Prefix = v.Masked()
+	return nil
+}
+
+// MarshalText writes the prefix in CIDR form.
+func (p Prefix) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
+
+// Addrs is one or several listen addresses; TOML may give a string or a list of strings.
+type Addrs []string
+
+// UnmarshalTOML accepts "host:port" or ["host:port", ...].
+func (a *Addrs) UnmarshalTOML(v any) error {
+	switch t := v.(type) {
+	case string:
+		*a = Addrs{t}
+		return nil
+	case []any:
+		out := make(Addrs, 0, len(t))
+		for _, e := range t {
+			s, ok := e.(string)
+			if !ok {
+				return errors.New("must be a \"host:port\" string or a list of them")
+			}
+			out = append(out, s)
+		}
+		*a = out
+		return nil
+	default:
+		return errors.New("must be a \"host:port\" string or a list of them")
+	}
+}
