@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -101,6 +102,9 @@ func Default() Config {
 		Log:    Log{Level: "info", Format: "text"},
 		TURN: TURN{
 			Listen:                Addrs{"0.0.0.0:3478"},
+			AllowPeers:            []Prefix{},
+			DenyPeers:             []Prefix{},
+			TLSListen:             Addrs{},
 			Realm:                 "icehub",
 			RelayPorts:            PortRange{49152, 65535},
 			MaxAllocationsPerUser: 10,
@@ -109,9 +113,12 @@ func Default() Config {
 			UnauthRate:            20,
 			UnauthBurst:           40,
 		},
-		Auth: Auth{TTL: Duration{12 * time.Hour}},
+		Auth: Auth{Secrets: []string{}, TTL: Duration{12 * time.Hour}},
 		Signal: Signal{
 			Listen:            "0.0.0.0:8080",
+			ICEURLs:           []string{},
+			AllowedOrigins:    []string{},
+			APIKeys:           []string{},
 			MaxPeersPerRoom:   2,
 			MaxRoomsPerConn:   8,
 			MaxFrameBytes:     64 << 10,
@@ -146,6 +153,9 @@ func Parse(data []byte) (Config, error) {
 			}
 			return Config{}, fmt.Errorf("%w: line %d: %s", ErrInvalid, pe.Position.Line, pe.Message)
 		}
+		if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
+			return Config{}, fmt.Errorf("%w: line %s: key %s: %s", ErrInvalid, m[1], m[2], m[3])
+		}
 		return Config{}, fmt.Errorf("%w: %s", ErrInvalid, strings.TrimPrefix(err.Error(), "toml: "))
 	}
 	if und := md.Undecoded(); len(und) > 0 {
@@ -157,6 +167,9 @@ func Parse(data []byte) (Config, error) {
 	}
 	return cfg, nil
 }
+
+// typeErrRE picks apart BurntSushi/toml's type-mismatch errors, which are not ParseErrors.
+var typeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
 
 // keyErr builds an error naming key and, when it can be found in data, its line.
 func keyErr(data []byte, key, format string, args ...any) error {

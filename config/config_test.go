@@ -1,0 +1,129 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestShippedServerTOMLIsTheDefault(t *testing.T) {
+	cfg, err := Load(filepath.Join("..", "server.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := Default(); !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("server.toml differs from Default():\n got %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestParseValues(t *testing.T) {
+	cfg, err := Parse([]byte(`
+[turn]
+listen = ["127.0.0.1:3478", "[::1]:3478"]
+relay_ports = "40000-40100"
+allow_peers = ["127.0.0.1", "10.0.0.0/8"]
+public_ip = "203.0.113.7"
+[auth]
+secrets = ["0123456789", "abcdefghij"]
+ttl = "90m"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.TURN.Listen; len(got) != 2 || got[1] != "[::1]:3478" {
+		t.Fatalf("listen = %v", got)
+	}
+	if cfg.TURN.RelayPorts != (PortRange{40000, 40100}) || cfg.TURN.RelayPorts.Size() != 101 {
+		t.Fatalf("relay_ports = %+v", cfg.TURN.RelayPorts)
+	}
+	if p := cfg.TURN.AllowPeers[0].String(); p != "127.0.0.1/32" {
+		t.Fatalf("bare address became %s", p)
+	}
+	if cfg.Auth.TTL.Duration != 90*time.Minute {
+		t.Fatalf("ttl = %v", cfg.Auth.TTL)
+	}
+	// Untouched keys keep their defaults.
+	if cfg.Signal.Listen != "0.0.0.0:8080" || cfg.TURN.MaxAllocations != 10000 {
+		t.Fatalf("defaults lost: %+v", cfg.Signal)
+	}
+}
+
+func TestBadInputNamesKeyAndLine(t *testing.T) {
+	cases := []struct {
+		name, toml, key string
+		line            int
+	}{
+		{"unknown key", "[turn]\nrealm = \"x\"\nlisten_port = 3478\n", "turn.listen_port", 3},
+		{"unknown table", "[turnn]\nrealm = \"x\"\n", "turnn", 1},
+		{"wrong type", "[turn]\n\nmax_allocations = \"many\"\n", "turn.max_allocations", 3},
+		{"bad cidr", "[turn]\nallow_peers = [\"10.0.0.0/33\"]\n", "turn.allow_peers", 2},
+		{"inverted ports", "[turn]\nrelay_ports = \"60000-50000\"\n", "turn.relay_ports", 2},
+		{"ttl zero", "[auth]\nttl = \"0s\"\n", "auth.ttl", 2},
+		{"ttl negative", "[auth]\n# rotate daily\nttl = \"-1h\"\n", "auth.ttl", 3},
+		{"ttl not a duration", "[auth]\nttl = \"12\"\n", "auth.ttl", 2},
+		{"listen without port", "[turn]\nlisten = \"0.0.0.0\"\n", "turn.listen", 2},
+		{"listen hostname", "[signal]\nlisten = \"example.org:80\"\n", "signal.listen", 2},
+		{"bad public ip", "[turn]\npublic_ip = \"1.2.3\"\n", "turn.public_ip", 2},
+		{"short secret", "[auth]\nsecrets = [\"abc\"]\n", "auth.secrets", 2},
+		{"bad log level", "[log]\nlevel = \"loud\"\n", "log.level", 2},
+		{"tls without cert", "[turn]\ntls_listen = \"0.0.0.0:5349\"\n", "turn.tls_listen", 2},
+		{"bad ice url", "[signal]\nice_urls = [\"http://x\"]\n", "signal.ice_urls", 2},
+		{"room size zero", "[signal]\nmax_peers_per_room = 0\n", "signal.max_peers_per_room", 2},
+		{"redis url", "[cluster]\nredis_url = \"localhost:6379\"\n", "cluster.redis_url", 2},
+		{"dotted key", "turn.relay_ports = \"1-0\"\n", "turn.relay_ports", 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.toml))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("err = %v, want ErrInvalid", err)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tc.key) {
+				t.Errorf("%q does not name key %s", msg, tc.key)
+			}
+			if want := "line " + strconv.Itoa(tc.line) + ":"; !strings.Contains(msg, want) {
+				t.Errorf("%q does not name %s", msg, want)
+			}
+		})
+	}
+}
+
+func TestSyntaxErrorNamesLine(t *testing.T) {
+	_, err := Parse([]byte("[turn]\nrealm = \"unterminated\n"))
+	if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
+	if !errors.Is(err, ErrInvalid) || !errors.Is(err, os.ErrNotExist) && !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	seed, _ := os.ReadFile(filepath.Join("..", "server.toml"))
+	f.Add(seed)
+	f.Add([]byte("[turn]\nlisten = [\"[::1]:1\", 3]\n"))
+	f.Add([]byte("turn.relay_ports = \"5-\"\n[auth]\nttl=\"1h\""))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error does not wrap ErrInvalid: %v", err)
+			}
+			return
+		}
+		// Anything accepted must satisfy the invariants the rest of icehub relies on.
+		if cfg.Auth.TTL.Duration <= 0 || cfg.TURN.RelayPorts.Min > cfg.TURN.RelayPorts.Max || len(cfg.TURN.Listen) == 0 {
+			t.Fatalf("accepted invalid config: %+v", cfg)
+		}
+	})
+}
