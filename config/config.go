@@ -93,6 +93,10 @@ type Admin struct {
 // Cluster configures multi-node operation.
 type Cluster struct {
 	RedisURL string `toml:"redis_url"`
+	// MemberTTL is how long a dead node's peers stay in their rooms.
+	MemberTTL Duration `toml:"member_ttl"`
+	// NodeID names this node in Redis; empty: random at start.
+	NodeID string `toml:"node_id"`
 }
 
 // Default returns the configuration icehub runs with when a key is absent.
@@ -128,7 +132,8 @@ func Default() Config {
 			MessagesPerSecond: 50,
 			MessageBurst:      100,
 		},
-		Admin: Admin{Listen: "127.0.0.1:9641"},
+		Admin:   Admin{Listen: "127.0.0.1:9641"},
+		Cluster: Cluster{MemberTTL: Duration{15 * time.Second}},
 	}
 }
 
@@ -307,6 +312,12 @@ func (c *Config) validate(data []byte) error {
 	}
 	if u := c.Cluster.RedisURL; u != "" && !strings.HasPrefix(u, "redis://") && !strings.HasPrefix(u, "rediss://") {
 		return bad("cluster.redis_url", "must start with redis:// or rediss://")
+	}
+	if c.Cluster.MemberTTL.Duration < time.Second {
+		return bad("cluster.member_ttl", "must be 1s or more")
+	}
+	if strings.ContainsAny(c.Cluster.NodeID, "|,\n ") {
+		return bad("cluster.node_id", "must not contain '|', ',', spaces or newlines")
 	}
 	return nil
 }

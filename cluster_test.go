@@ -1,0 +1,169 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// redisServer is a real redis-server on a loopback port, without persistence.
+type redisServer struct {
+	port int
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startRedis(t *testing.T, port int) *redisServer {
+	t.Helper()
+	path, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal("redis-server not installed: apt-get install redis-server (bash .ci/test does it as root)")
+	}
+	r := &redisServer{port: port, done: make(chan struct{})}
+	r.cmd = exec.Command(path, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", t.TempDir())
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.cmd.Wait(); close(r.done) }()
+	t.Cleanup(r.stop)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Write([]byte("PING\r\n"))
+			b := make([]byte, 7)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, _ := c.Read(b)
+			c.Close()
+			if strings.HasPrefix(string(b[:n]), "+PONG") {
+				return r
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("redis-server did not start")
+	return nil
+}
+
+func (r *redisServer) stop() {
+	r.cmd.Process.Kill()
+	<-r.done
+}
+
+func clusterNode(t *testing.T, redisPort int, node string) *proc {
+	return startIcehub(t, fmt.Sprintf(`auth.secrets = ["cluster-shared-secret"]
+cluster.redis_url = "redis://127.0.0.1:%d/0"
+cluster.member_ttl = "2s"
+cluster.node_id = %q
+`, redisPort, node))
+}
+
+func TestClusterRoomsAcrossNodes(t *testing.T) {
+	rds := startRedis(t, freePort(t))
+	a := clusterNode(t, rds.port, "node-a")
+	b := clusterNode(t, rds.port, "node-b")
+
+	onA := dialHub(t, a.signal)
+	onB := dialHub(t, b.signal)
+	onA.send(map[string]any{"type": "join", "room": "r1"})
+	if j := onA.expect("joined"); len(j["peers"].([]any)) != 0 {
+		t.Fatalf("first joiner sees peers %v", j["peers"])
+	}
+	onB.send(map[string]any{"type": "join", "room": "r1"})
+	j := onB.expect("joined")
+	if peers := j["peers"].([]any); len(peers) != 1 || peers[0] != onA.id {
+		t.Fatalf("node B joiner sees %v, want [%s]", peers, onA.id)
+	}
+	if pj := onA.expect("peer-joined"); pj["id"] != onB.id {
+		t.Fatalf("peer-joined %v", pj)
+	}
+
+	// Messages both ways, to the room and by `to`.
+	onA.send(map[string]any{"type": "message", "room": "r1", "data": map[string]any{"sdp": "offer"}})
+	if m := onB.expect("message"); m["from"] != onA.id || m["data"].(map[string]any)["sdp"] != "offer" {
+		t.Fatalf("B got %v", m)
+	}
+	onB.send(map[string]any{"type": "message", "room": "r1", "to": onA.id, "data": "answer"})
+	if m := onA.expect("message"); m["from"] != onB.id || m["data"] != "answer" {
+		t.Fatalf("A got %v", m)
+	}
+
+	// Capacity holds cluster-wide: a third peer on either node gets full.
+	for _, n := range []*proc{a, b} {
+		third := dialHub(t, n.signal)
+		third.send(map[string]any{"type": "join", "room": "r1"})
+		third.expect("full")
+	}
+
+	// Node B dies without a goodbye: A's peer hears peer-left once B's members expire.
+	b.cmd.Process.Signal(syscall.SIGKILL)
+	start := time.Now()
+	if pl := onA.expect("peer-left"); pl["id"] != onB.id {
+		t.Fatalf("peer-left %v", pl)
+	}
+	if d := time.Since(start); d > 6*time.Second {
+		t.Fatalf("peer-left came %s after the kill; member_ttl is 2s", d)
+	}
+	// The seat is free again.
+	late := dialHub(t, a.signal)
+	late.send(map[string]any{"type": "join", "room": "r1"})
+	late.expect("joined")
+	onA.expect("peer-joined")
+}
+
+func TestClusterSurvivesRedisRestart(t *testing.T) {
+	port := freePort(t)
+	rds := startRedis(t, port)
+	a := clusterNode(t, port, "node-a")
+	b := clusterNode(t, port, "node-b")
+	onA := dialHub(t, a.signal)
+	onB := dialHub(t, b.signal)
+	onA.send(map[string]any{"type": "join", "room": "r2"})
+	onA.expect("joined")
+	onB.send(map[string]any{"type": "join", "room": "r2"})
+	onB.expect("joined")
+	onA.expect("peer-joined")
+
+	rds.stop()
+	// Local connections stay up; joins and cross-node messages fail clearly.
+	onA.send(map[string]any{"type": "message", "room": "r2", "data": "x"})
+	if e := onA.expect("error"); e["code"] != "cluster-unavailable" {
+		t.Fatalf("error %v", e)
+	}
+	other := dialHub(t, b.signal)
+	other.send(map[string]any{"type": "join", "room": "r3"})
+	if e := other.expect("error"); e["code"] != "cluster-unavailable" {
+		t.Fatalf("error %v", e)
+	}
+
+	// Redis comes back (empty: no persistence); icehub reconnects and heartbeats restore the
+	// memberships, without a restart of either node.
+	startRedis(t, port)
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		onA.send(map[string]any{"type": "message", "room": "r2", "data": "after"})
+		select {
+		case m := <-onB.msgs:
+			if m["type"] == "message" && m["data"] == "after" {
+				// Exactly once: nothing already delivered comes again.
+				onB.quiet(500 * time.Millisecond)
+				return
+			}
+			t.Fatalf("B got %v", m)
+		case m := <-onA.msgs:
+			if m["type"] != "error" || m["code"] != "cluster-unavailable" && m["code"] != "bad-target" {
+				t.Fatalf("A got %v", m)
+			}
+		case <-time.After(300 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery after redis restart\nA:\n%s", a.Logs())
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+type iceEntry struct {
+	URLs       []string `json:"urls"`
+	Username   string   `json:"username"`
+	Credential string   `json:"credential"`
+}
+
+// turnEntry picks the entry carrying credentials and checks it points at this server.
+func turnEntry(t *testing.T, raw []byte, turnPort int) iceEntry {
+	t.Helper()
+	var servers []iceEntry
+	if err := json.Unmarshal(raw, &servers); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		if s.Username != "" {
+			if !strings.Contains(strings.Join(s.URLs, " "), fmt.Sprintf("turn:127.0.0.1:%d?transport=udp", turnPort)) {
+				t.Fatalf("TURN urls %v do not point at this server", s.URLs)
+			}
+			return s
+		}
+	}
+	t.Fatalf("no TURN entry with credentials in %s", raw)
+	return iceEntry{}
+}
+
+func TestHubCredentialsAllocateUntilTheyExpire(t *testing.T) {
+	p := startIcehub(t, "auth.ttl = \"2s\"\nturn.allow_peers = [\"127.0.0.1/32\"]\n")
+	peer := echoPeer(t)
+
+	ws := dialHub(t, p.signal)
+	fromWelcome := turnEntry(t, ws.ice, p.turn)
+	if !strings.HasSuffix(fromWelcome.Username, ":"+ws.id) {
+		t.Fatalf("welcome credentials %q are not for peer %s", fromWelcome.Username, ws.id)
+	}
+
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/ice-servers", p.signal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var api struct {
+		ICEServers json.RawMessage `json:"iceServers"`
+		TTL        int             `json:"ttl"`
+	}
+	json.NewDecoder(resp.Body).Decode(&api)
+	resp.Body.Close()
+	if api.TTL != 2 {
+		t.Fatalf("ttl %d, want 2", api.TTL)
+	}
+	fromAPI := turnEntry(t, api.ICEServers, p.turn)
+
+	for name, e := range map[string]iceEntry{"welcome": fromWelcome, "api": fromAPI} {
+		r, err := allocate(t, p.turn, e.Username, e.Credential)
+		if err != nil {
+			t.Fatalf("%s credentials refused: %v", name, err)
+		}
+		if err := r.echo(peer, []byte(name)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+
+	// The hub renews before expiry, unasked.
+	renewed := ws.expect("ice-servers")
+	raw, _ := json.Marshal(renewed["iceServers"])
+	next := turnEntry(t, raw, p.turn)
+	if next.Username == fromWelcome.Username {
+		t.Fatal("pushed credentials are the same as the expiring ones")
+	}
+
+	time.Sleep(2500 * time.Millisecond)
+	for name, e := range map[string]iceEntry{"welcome": fromWelcome, "api": fromAPI} {
+		if _, err := allocate(t, p.turn, e.Username, e.Credential); err == nil {
+			t.Fatalf("%s credentials still allocate after their TTL", name)
+		}
+	}
+}

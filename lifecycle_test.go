@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"icehub/auth"
+)
+
+func runBin(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var o, e bytes.Buffer
+	cmd := exec.Command(binPath, args...)
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return o.String(), e.String(), ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), 0
+}
+
+func writeFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "server.toml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestCommandLine(t *testing.T) {
+	good := writeFile(t, "[auth]\nsecrets = [\"command-line-secret\"]\n")
+	bad := writeFile(t, "[turn]\nrelay_ports = \"60000-50000\"\n")
+	cases := []struct {
+		name     string
+		args     []string
+		code     int
+		stdout   string
+		stderrIn string
+	}{
+		{"version flag", []string{"-version"}, 0, "icehub ", ""},
+		{"version command", []string{"version"}, 0, "icehub ", ""},
+		{"check flag ok", []string{"-check", "-config", good}, 0, ": ok", ""},
+		{"check command ok", []string{"check", "-config", good}, 0, ": ok", ""},
+		{"shipped server.toml", []string{"-check", "-config", "server.toml"}, 0, ": ok", ""},
+		{"check bad", []string{"-check", "-config", bad}, 2, "", "line 2: key turn.relay_ports"},
+		{"run bad", []string{"-config", bad}, 2, "", "turn.relay_ports"},
+		{"missing file", []string{"-config", "/nonexistent.toml"}, 2, "", "no such file"},
+		{"usage", []string{"-h"}, 0, "", "icehub creds -user"},
+		{"stray argument", []string{"serve"}, 2, "", "unexpected argument"},
+		{"creds without user", []string{"creds", "-config", good}, 2, "", "-user"},
+		{"creds with generated secret", []string{"creds", "-user", "a", "-config", bad}, 2, "", "turn.relay_ports"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out, errOut, code := runBin(t, tc.args...)
+			if code != tc.code || !strings.Contains(out, tc.stdout) || !strings.Contains(errOut, tc.stderrIn) {
+				t.Fatalf("exit %d stdout %q stderr %q; want exit %d, stdout ∋ %q, stderr ∋ %q",
+					code, out, errOut, tc.code, tc.stdout, tc.stderrIn)
+			}
+		})
+	}
+}
+
+func TestCredsCommandMintsWorkingCredentials(t *testing.T) {
+	p := startIcehub(t, "auth.secrets = [\"creds-command-secret\"]\nturn.allow_peers = [\"127.0.0.1/32\"]\n")
+	out, errOut, code := runBin(t, "creds", "-user", "alice", "-ttl", "1h", "-config", p.cfg)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var got struct {
+		ICEServers []struct {
+			URLs       []string `json:"urls"`
+			Username   string   `json:"username"`
+			Credential string   `json:"credential"`
+		} `json:"iceServers"`
+		TTL int `json:"ttl"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if got.TTL != 3600 || len(got.ICEServers) != 2 {
+		t.Fatalf("creds output %s", out)
+	}
+	turnEntry := got.ICEServers[1]
+	if !strings.HasSuffix(turnEntry.Username, ":alice") || !strings.Contains(strings.Join(turnEntry.URLs, " "), fmt.Sprintf("turn:127.0.0.1:%d", p.turn)) {
+		t.Fatalf("TURN entry %+v", turnEntry)
+	}
+	r, err := allocate(t, p.turn, turnEntry.Username, turnEntry.Credential)
+	if err != nil {
+		t.Fatalf("creds from the CLI refused: %v", err)
+	}
+	if err := r.echo(echoPeer(t), []byte("via cli creds")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mint(t *testing.T, secret, user string, ttl time.Duration) auth.Credentials {
+	t.Helper()
+	r, err := auth.NewRing(auth.Config{Secrets: []string{secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.Mint(user, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestReloadOnSIGHUP(t *testing.T) {
+	p := startIcehub(t, "auth.secrets = [\"old-secret-value\"]\nturn.allow_peers = [\"127.0.0.1/32\"]\n")
+	peer := echoPeer(t)
+	before := mint(t, "old-secret-value", "before", time.Hour)
+	r1, err := allocate(t, p.turn, before.Username, before.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.echo(peer, []byte("before reload")); err != nil {
+		t.Fatal(err)
+	}
+	ws := dialHub(t, p.signal)
+
+	// Replace the secret list: only the new secret remains.
+	cfg, _ := os.ReadFile(p.cfg)
+	os.WriteFile(p.cfg, bytes.Replace(cfg, []byte("old-secret-value"), []byte("new-secret-value"), 1), 0o600)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, "reloaded", 5*time.Second)
+
+	if err := r1.echo(peer, []byte("after reload")); err != nil {
+		t.Fatalf("allocation made before the reload stopped relaying: %v", err)
+	}
+	fresh := mint(t, "new-secret-value", "fresh", time.Hour)
+	r2, err := allocate(t, p.turn, fresh.Username, fresh.Password)
+	if err != nil {
+		t.Fatalf("new secret refused: %v", err)
+	}
+	if err := r2.echo(peer, []byte("new secret")); err != nil {
+		t.Fatal(err)
+	}
+	stale := mint(t, "old-secret-value", "stale", time.Hour)
+	if _, err := allocate(t, p.turn, stale.Username, stale.Password); err == nil {
+		t.Fatal("credentials under the removed secret still allocate")
+	}
+	// The WebSocket survived and the hub now signs with the new secret.
+	ws.send(map[string]any{"type": "ice-servers"})
+	ice := ws.expect("ice-servers")
+	entry := ice["iceServers"].([]any)[1].(map[string]any)
+	if auth.Password("new-secret-value", entry["username"].(string)) != entry["credential"] {
+		t.Fatalf("hub still signs with the old secret: %v", entry)
+	}
+
+	// A broken config is refused and the process keeps serving.
+	os.WriteFile(p.cfg, []byte("[turn]\nrelay_ports = \"9-1\"\n"), 0o600)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLog(t, "reload refused", 5*time.Second)
+	if err := r2.echo(peer, []byte("still up")); err != nil {
+		t.Fatalf("relay broken after refused reload: %v", err)
+	}
+	ws.send(map[string]any{"type": "join", "room": "still-here"})
+	ws.expect("joined")
+}
+
+func TestSIGTERMClosesWebSocketsAndExits(t *testing.T) {
+	p := startIcehub(t, "")
+	a, b := dialHub(t, p.signal), dialHub(t, p.signal)
+	start := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	for _, c := range []*wsClient{a, b} {
+		if code := c.closed(5 * time.Second); code != 1001 {
+			t.Fatalf("close code %d, want 1001 going away", code)
+		}
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(6 * time.Second):
+		t.Fatal("no exit within shutdown_timeout")
+	}
+	if p.err != nil {
+		t.Fatalf("exit status %v, want 0", p.err)
+	}
+	t.Logf("stopped in %s", time.Since(start))
+	if _, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.signal)); err == nil {
+		t.Fatal("signal port still accepting after exit")
+	}
+}
+
+func TestSdNotify(t *testing.T) {
+	sockPath := filepath.Join(t.TempDir(), "notify.sock")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	msgs := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, err := sock.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	next := func(want string) {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			if !strings.Contains(m, want) {
+				t.Fatalf("sd_notify %q, want %q", m, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no sd_notify %q", want)
+		}
+	}
+	p := startIcehubEnv(t, "", []string{"NOTIFY_SOCKET=" + sockPath})
+	next("READY=1")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	next("RELOADING=1")
+	next("READY=1")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	next("STOPPING=1")
+	<-p.exited
+}

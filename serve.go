@@ -1,0 +1,256 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"icehub/auth"
+	"icehub/config"
+	icesignal "icehub/signal"
+	"icehub/turnserver"
+)
+
+// app is one running icehub: the parts main started and what a reload must reach.
+type app struct {
+	path   string
+	cfg    config.Config
+	level  *slog.LevelVar
+	log    *slog.Logger
+	ring   *auth.Ring
+	turn   *turnserver.Server
+	hub    *icesignal.Hub
+	http   *http.Server
+	admin  *http.Server
+	tlsMgr *certs
+	// generated holds the secret made up at start when the config has none, so a reload of
+	// such a config keeps issued credentials valid.
+	generated string
+}
+
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	lv := new(slog.LevelVar)
+	lv.Set(parseLevel(c.Level))
+	opts := &slog.HandlerOptions{Level: lv}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), lv
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), lv
+}
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(s)) // config validated the name
+	return l
+}
+
+// secrets returns the configured secrets, or the one generated at start.
+func (a *app) secrets(c config.Config) []string {
+	if len(c.Auth.Secrets) > 0 {
+		return c.Auth.Secrets
+	}
+	return []string{a.generated}
+}
+
+func serve(path string, cfg config.Config, stderr io.Writer) error {
+	// Catch signals before announcing readiness: a SIGHUP sent the moment we say READY must
+	// reload, not kill the process with the default action.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	log, level := newLogger(cfg.Log, stderr)
+	a := &app{path: path, cfg: cfg, level: level, log: log}
+	if len(cfg.Auth.Secrets) == 0 {
+		a.generated = auth.GenerateSecret()
+		log.Warn("no [auth] secrets configured: generated a random one for this run; credentials will not survive a restart and other nodes cannot verify them")
+	}
+	ring, err := auth.NewRing(auth.Config{Secrets: a.secrets(cfg)})
+	if err != nil {
+		return err
+	}
+	a.ring = ring
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "icehub_build_info", Help: "Always 1; the version label says which build runs."}, []string{"version"})
+	buildInfo.WithLabelValues(version).Set(1)
+	reg.MustRegister(buildInfo)
+
+	if a.tlsMgr, err = loadCerts(cfg); err != nil {
+		return err
+	}
+	a.turn, err = turnserver.New(turnserver.Config{TURN: cfg.TURN, Ring: ring, Logger: log, Registerer: reg})
+	if err != nil {
+		return fmt.Errorf("turn: %w", err)
+	}
+	defer a.turn.Close()
+
+	var rooms icesignal.Rooms
+	if cfg.Cluster.RedisURL != "" {
+		rr, err := icesignal.NewRedisRooms(icesignal.RedisRoomsConfig{
+			URL: cfg.Cluster.RedisURL, NodeID: cfg.Cluster.NodeID, Expiry: cfg.Cluster.MemberTTL.Duration, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		defer rr.Close()
+		rooms = rr
+		log.Info("cluster mode: rooms shared through redis")
+	}
+	a.hub, err = icesignal.New(icesignal.Config{
+		Signal: cfg.Signal, Ring: ring, TTL: cfg.Auth.TTL.Duration, ICEURLs: iceURLs(cfg),
+		Logger: log, Registerer: reg, Rooms: rooms,
+	})
+	if err != nil {
+		return fmt.Errorf("signal: %w", err)
+	}
+
+	sigLn, err := net.Listen("tcp", cfg.Signal.Listen)
+	if err != nil {
+		return fmt.Errorf("signal.listen: %w", err)
+	}
+	a.http = &http.Server{Handler: a.hub.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	scheme := "http"
+	if tc := a.tlsMgr.signalConfig(); tc != nil {
+		a.http.TLSConfig = tc
+		scheme = "https"
+		go a.http.ServeTLS(sigLn, "", "") //nolint:errcheck // ends with Shutdown
+	} else {
+		go a.http.Serve(sigLn) //nolint:errcheck // ends with Shutdown
+	}
+
+	ready := true
+	if cfg.Admin.Listen != "" {
+		admLn, err := net.Listen("tcp", cfg.Admin.Listen)
+		if err != nil {
+			return fmt.Errorf("admin.listen: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		health := func(w http.ResponseWriter, _ *http.Request) {
+			if !ready {
+				http.Error(w, "stopping", http.StatusServiceUnavailable)
+				return
+			}
+			io.WriteString(w, "ok\n")
+		}
+		mux.HandleFunc("GET /healthz", health)
+		mux.HandleFunc("GET /readyz", health)
+		a.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go a.admin.Serve(admLn) //nolint:errcheck // ends with Shutdown
+		log.Info("admin listening", "addr", admLn.Addr().String())
+	}
+
+	turnAddrs := make([]string, 0, len(a.turn.Addrs()))
+	for _, ad := range a.turn.Addrs() {
+		turnAddrs = append(turnAddrs, ad.Network()+"/"+ad.String())
+	}
+	log.Info("icehub ready", "version", version, "turn", strings.Join(turnAddrs, ","),
+		"signal", scheme+"://"+sigLn.Addr().String(), "config", path)
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("sd_notify READY failed", "err", err)
+	}
+
+	for s := range sigs {
+		if s == syscall.SIGHUP {
+			a.reload()
+			continue
+		}
+		ready = false
+		log.Info("stopping", "signal", s.String())
+		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+		return a.shutdown()
+	}
+	return nil
+}
+
+// reload re-reads the config file and applies what can change live; a broken file changes nothing.
+func (a *app) reload() {
+	_, _ = daemon.SdNotify(false, daemon.SdNotifyReloading)
+	defer daemon.SdNotify(false, daemon.SdNotifyReady) //nolint:errcheck
+	cfg, err := config.Load(a.path)
+	if err == nil {
+		err = a.apply(cfg)
+	}
+	if err != nil {
+		a.log.Error("reload refused; keeping the running config", "err", err)
+		return
+	}
+	a.log.Info("reloaded", "config", a.path)
+}
+
+func (a *app) apply(cfg config.Config) error {
+	if err := sameListeners(a.cfg, cfg); err != nil {
+		return err
+	}
+	certs, err := loadCerts(cfg)
+	if err != nil {
+		return err
+	}
+	if err := a.turn.Reload(cfg.TURN); err != nil {
+		return err
+	}
+	if err := a.hub.Reload(cfg.Signal); err != nil {
+		return err
+	}
+	if err := a.ring.Set(a.secrets(cfg)); err != nil {
+		return err
+	}
+	a.tlsMgr.swap(certs)
+	a.level.Set(parseLevel(cfg.Log.Level))
+	a.cfg = cfg
+	return nil
+}
+
+// sameListeners refuses a reload that would need sockets re-bound: that takes a restart.
+func sameListeners(old, cur config.Config) error {
+	switch {
+	case strings.Join(old.TURN.Listen, ",") != strings.Join(cur.TURN.Listen, ","):
+		return errors.New("turn.listen changed: restart to apply")
+	case strings.Join(old.TURN.TLSListen, ",") != strings.Join(cur.TURN.TLSListen, ","):
+		return errors.New("turn.tls_listen changed: restart to apply")
+	case old.Signal.Listen != cur.Signal.Listen:
+		return errors.New("signal.listen changed: restart to apply")
+	case old.Admin.Listen != cur.Admin.Listen:
+		return errors.New("admin.listen changed: restart to apply")
+	case old.Log.Format != cur.Log.Format:
+		return errors.New("log.format changed: restart to apply")
+	case old.Cluster.RedisURL != cur.Cluster.RedisURL:
+		return errors.New("cluster.redis_url changed: restart to apply")
+	}
+	return nil
+}
+
+func (a *app) shutdown() error {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout.Duration)
+	defer cancel()
+	var errs []error
+	// Hijacked WebSockets are not tracked by http.Server: the hub closes them itself (1001).
+	errs = append(errs, a.hub.Shutdown(ctx))
+	errs = append(errs, a.http.Shutdown(ctx))
+	if a.admin != nil {
+		errs = append(errs, a.admin.Shutdown(ctx))
+	}
+	errs = append(errs, a.turn.Close())
+	err := errors.Join(errs...)
+	if err != nil {
+		a.log.Warn("stopped with errors", "err", err)
+	} else {
+		a.log.Info("stopped")
+	}
+	return err
+}

@@ -1,0 +1,164 @@
+package signal
+
+import (
+	"context"
+	"errors"
+)
+
+// maxEcho bounds how much of a client's own input is echoed back in error frames.
+const maxEcho = 64
+
+func (c *client) welcome() {
+	servers, cred, err := c.h.iceServers(c.id, c.host)
+	if err != nil {
+		c.h.log.Error("minting credentials", "peer", c.id, "err", err)
+	}
+	c.credExpires.Store(cred.Expires.UnixNano())
+	c.enqueue(mustJSON(welcomeFrame{Type: "welcome", ID: c.id, ICEServers: servers, TTL: c.h.ttlSeconds()}))
+}
+
+// iceFrame mints fresh credentials for this peer and records when they expire.
+func (c *client) iceFrame() ([]byte, error) {
+	servers, cred, err := c.h.iceServers(c.id, c.host)
+	if err != nil {
+		c.h.log.Error("minting credentials", "peer", c.id, "err", err)
+		return nil, err
+	}
+	c.credExpires.Store(cred.Expires.UnixNano())
+	return mustJSON(iceServersFrame{Type: "ice-servers", ICEServers: servers, TTL: c.h.ttlSeconds()}), nil
+}
+
+func (c *client) fail(code, msg, room, request string) {
+	c.h.metrics.errors.WithLabelValues(code).Inc()
+	if len(request) > maxEcho {
+		request = request[:maxEcho]
+	}
+	if !validRoom(room) {
+		room = ""
+	}
+	c.enqueue(mustJSON(errorFrame{Type: "error", Code: code, Message: msg, Room: room, Request: request}))
+}
+
+func (c *client) handle(data []byte) {
+	f, err := decodeFrame(data)
+	if err != nil {
+		c.fail(CodeBadJSON, "frame is not a JSON object: "+err.Error(), "", "")
+		return
+	}
+	switch f.Type {
+	case "join":
+		c.join(f)
+	case "leave":
+		c.leave(f)
+	case "message":
+		c.message(f)
+	case "ice-servers":
+		if fr, err := c.iceFrame(); err == nil {
+			c.enqueue(fr)
+		} else {
+			c.fail(CodeInternal, "cannot mint credentials", "", f.Type)
+		}
+	case "":
+		c.fail(CodeUnknownType, "frame has no type", "", "")
+	default:
+		c.fail(CodeUnknownType, "unknown frame type; want join, leave, message or ice-servers", "", f.Type)
+	}
+}
+
+func (c *client) storeErr(err error, room, request string) {
+	if errors.Is(err, ErrUnavailable) {
+		c.fail(CodeClusterUnavailable, "room store unavailable; try again", room, request)
+		return
+	}
+	c.h.log.Error("room store", "peer", c.id, "room", room, "op", request, "err", err)
+	c.fail(CodeInternal, "internal error", room, request)
+}
+
+func (c *client) join(f inFrame) {
+	if !validRoom(f.Room) {
+		c.fail(CodeBadRoom, "room must be 1-64 characters of A-Z a-z 0-9 _ . -", "", f.Type)
+		return
+	}
+	if _, ok := c.rooms[f.Room]; ok {
+		c.fail(CodeAlreadyJoined, "already in this room", f.Room, f.Type)
+		return
+	}
+	sig := c.h.pol.Load().sig
+	if len(c.rooms) >= sig.MaxRoomsPerConn {
+		c.fail(CodeTooManyRooms, "this connection is in too many rooms", f.Room, f.Type)
+		return
+	}
+	peers, err := c.h.rooms.Join(c.ctx, f.Room, c.id, sig.MaxPeersPerRoom, c.enqueue)
+	switch {
+	case errors.Is(err, ErrRoomFull):
+		c.enqueue(mustJSON(peerFrame{Type: "full", Room: f.Room}))
+		return
+	case err != nil:
+		c.storeErr(err, f.Room, f.Type)
+		return
+	}
+	c.rooms[f.Room] = struct{}{}
+	if peers == nil {
+		peers = []string{}
+	}
+	c.enqueue(mustJSON(joinedFrame{Type: "joined", Room: f.Room, ID: c.id, Peers: peers}))
+	ev := mustJSON(peerFrame{Type: "peer-joined", Room: f.Room, ID: c.id})
+	if err := c.h.rooms.Publish(c.ctx, f.Room, c.id, "", ev); err != nil {
+		c.h.log.Warn("announcing join", "peer", c.id, "room", f.Room, "err", err)
+	}
+}
+
+func (c *client) leave(f inFrame) {
+	if !validRoom(f.Room) {
+		c.fail(CodeBadRoom, "room must be 1-64 characters of A-Z a-z 0-9 _ . -", "", f.Type)
+		return
+	}
+	if _, ok := c.rooms[f.Room]; !ok {
+		c.fail(CodeNotMember, "not in this room", f.Room, f.Type)
+		return
+	}
+	c.leaveRoom(c.ctx, f.Room)
+	c.enqueue(mustJSON(peerFrame{Type: "left", Room: f.Room}))
+}
+
+// leaveRoom forgets the room locally even when the store fails: the connection must not
+// stay stuck in a room it asked to leave, and a clustered store expires stale members.
+func (c *client) leaveRoom(ctx context.Context, room string) {
+	delete(c.rooms, room)
+	if err := c.h.rooms.Leave(ctx, room, c.id); err != nil && !errors.Is(err, ErrNotMember) {
+		c.h.log.Warn("leaving room", "peer", c.id, "room", room, "err", err)
+		return
+	}
+	ev := mustJSON(peerFrame{Type: "peer-left", Room: room, ID: c.id})
+	if err := c.h.rooms.Publish(ctx, room, c.id, "", ev); err != nil {
+		c.h.log.Warn("announcing leave", "peer", c.id, "room", room, "err", err)
+	}
+}
+
+func (c *client) message(f inFrame) {
+	if !validRoom(f.Room) {
+		c.fail(CodeBadRoom, "room must be 1-64 characters of A-Z a-z 0-9 _ . -", "", f.Type)
+		return
+	}
+	if _, ok := c.rooms[f.Room]; !ok {
+		c.fail(CodeNotMember, "join the room before sending to it", f.Room, f.Type)
+		return
+	}
+	if !hasData(f.Data) {
+		c.fail(CodeBadData, "message needs a data field", f.Room, f.Type)
+		return
+	}
+	if f.To == c.id || len(f.To) > maxEcho {
+		c.fail(CodeBadTarget, "to must be another member of the room", f.Room, f.Type)
+		return
+	}
+	err := c.h.rooms.Publish(c.ctx, f.Room, c.id, f.To, messageFrame(f.Room, c.id, f.Data))
+	switch {
+	case errors.Is(err, ErrNoPeer):
+		c.fail(CodeBadTarget, "to is not a member of the room", f.Room, f.Type)
+	case err != nil:
+		c.storeErr(err, f.Room, f.Type)
+	default:
+		c.h.metrics.messages.Inc()
+	}
+}

@@ -1,0 +1,220 @@
+// Package signal is icehub's signaling hub: WebSocket rooms relaying offers, answers and
+// candidates between peers, TURN REST credentials for every client, the HTTP API and the
+// embedded demo pages.
+package signal
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"icehub/auth"
+	"icehub/config"
+)
+
+// Config is what the hub needs from the rest of the program.
+type Config struct {
+	Signal     config.Signal
+	Ring       *auth.Ring
+	TTL        time.Duration // lifetime of minted TURN credentials
+	ICEURLs    []string      // stun:, turn: and turns: URLs handed to clients
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer // nil: metrics are kept but not registered
+	Rooms      Rooms                 // nil: in-memory rooms
+}
+
+// Hub serves the WebSocket signaling protocol and the HTTP API. Create it with New.
+type Hub struct {
+	ring    *auth.Ring
+	ttl     time.Duration
+	ice     []string
+	log     *slog.Logger
+	rooms   Rooms
+	metrics *metrics
+
+	pol atomic.Pointer[policy]
+
+	ctx    context.Context // cancelled by Shutdown; parent of every connection's context
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	clients map[string]*client
+	perIP   map[string]int
+	closing bool
+	wg      sync.WaitGroup
+
+	apiLimits *ipLimiter
+}
+
+// New validates cfg and returns a hub ready to serve.
+func New(cfg Config) (*Hub, error) {
+	if cfg.Ring == nil {
+		return nil, errors.New("signal: Config.Ring is nil")
+	}
+	if cfg.TTL < time.Second {
+		return nil, fmt.Errorf("signal: credential TTL %s is under one second", cfg.TTL)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Rooms == nil {
+		cfg.Rooms = NewMemoryRooms()
+	}
+	h := &Hub{
+		ring:    cfg.Ring,
+		ttl:     cfg.TTL,
+		ice:     append([]string(nil), cfg.ICEURLs...),
+		log:     cfg.Logger,
+		rooms:   cfg.Rooms,
+		clients: make(map[string]*client),
+		perIP:   make(map[string]int),
+	}
+	pol, err := newPolicy(cfg.Signal)
+	if err != nil {
+		return nil, err
+	}
+	h.pol.Store(pol)
+	h.apiLimits = newIPLimiter(pol.apiRate, pol.apiBurst)
+	h.metrics, err = newMetrics(cfg.Registerer, h.roomCount)
+	if err != nil {
+		return nil, err
+	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	if ev, ok := cfg.Rooms.(evicter); ok {
+		ev.OnEvict(h.evicted)
+	}
+	return h, nil
+}
+
+// evicter is a Rooms that drops members on its own, as a clustered store does with the peers
+// of a node that stopped heartbeating.
+type evicter interface {
+	OnEvict(func(room, peer string))
+}
+
+// evicted tells a room that a peer of a dead node is gone.
+func (h *Hub) evicted(room, peer string) {
+	ev := mustJSON(peerFrame{Type: "peer-left", Room: room, ID: peer})
+	if err := h.rooms.Publish(h.ctx, room, peer, "", ev); err != nil {
+		h.log.Warn("announcing eviction", "peer", peer, "room", room, "err", err)
+	}
+	h.log.Info("peer evicted: its node stopped heartbeating", "peer", peer, "room", room)
+}
+
+// Handler returns the hub's routes: /ws, /api/ice-servers, /api/turn, /healthz and the demo pages.
+func (h *Hub) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws", h.serveWS)
+	mux.Handle("/api/ice-servers", h.api(h.serveICEServers))
+	mux.Handle("/api/turn", h.api(h.serveTURN))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok"))
+	})
+	mux.Handle("/", staticHandler())
+	return mux
+}
+
+// Reload applies new allowed origins, API keys and limits; open connections get the new
+// message rate at once, frame and queue sizes apply to new connections.
+func (h *Hub) Reload(s config.Signal) error {
+	pol, err := newPolicy(s)
+	if err != nil {
+		return err
+	}
+	h.pol.Store(pol)
+	h.apiLimits.setLimit(pol.apiRate, pol.apiBurst)
+	h.mu.Lock()
+	for _, c := range h.clients {
+		c.limiter.SetLimit(pol.msgRate)
+		c.limiter.SetBurst(pol.msgBurst)
+	}
+	h.mu.Unlock()
+	return nil
+}
+
+// Shutdown refuses new connections, closes every WebSocket with 1001 "going away" and waits
+// for their goroutines until ctx is done.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.closing = true
+	for _, c := range h.clients {
+		c.kill(closeGoingAway, "going away")
+	}
+	h.mu.Unlock()
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	defer h.cancel()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// admit counts a new connection unless the hub is closing or its IP is at its connection limit.
+func (h *Hub) admit(ip string, max int) (ok bool, status int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closing {
+		return false, http.StatusServiceUnavailable
+	}
+	if max > 0 && h.perIP[ip] >= max {
+		return false, http.StatusTooManyRequests
+	}
+	h.perIP[ip]++
+	h.wg.Add(1)
+	return true, 0
+}
+
+func (h *Hub) release(ip string) {
+	h.mu.Lock()
+	if h.perIP[ip]--; h.perIP[ip] <= 0 {
+		delete(h.perIP, ip)
+	}
+	h.mu.Unlock()
+	h.wg.Done()
+}
+
+func (h *Hub) addClient(c *client) {
+	h.mu.Lock()
+	h.clients[c.id] = c
+	closing := h.closing
+	h.mu.Unlock()
+	h.metrics.conns.Inc()
+	h.metrics.connsTotal.Inc()
+	if closing {
+		c.kill(closeGoingAway, "going away")
+	}
+}
+
+func (h *Hub) removeClient(c *client) {
+	h.mu.Lock()
+	delete(h.clients, c.id)
+	h.mu.Unlock()
+	h.metrics.conns.Dec()
+}
+
+func (h *Hub) roomCount() float64 {
+	if l, ok := h.rooms.(interface{ Len() int }); ok {
+		return float64(l.Len())
+	}
+	return 0
+}
+
+// newPeerID returns 128 random bits, base64url: unguessable, and valid as a TURN user name.
+func newPeerID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read does not fail on supported platforms.
+	return base64.RawURLEncoding.EncodeToString(b)
+}

@@ -1,0 +1,252 @@
+package turnserver
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+	"github.com/pion/turn/v5"
+
+	"icehub/auth"
+	"icehub/config"
+)
+
+const (
+	testSecret1 = "first-secret-0123"
+	testSecret2 = "second-secret-4567"
+	testTimeout = 10 * time.Second
+)
+
+type testServer struct {
+	srv  *Server
+	ring *auth.Ring
+	udp  string // UDP listen address
+	tcp  string // TCP listen address
+	turn config.TURN
+}
+
+// baseTURN is a loopback configuration with the project defaults otherwise.
+func baseTURN() config.TURN {
+	t := config.Default().TURN
+	t.Listen = config.Addrs{"127.0.0.1:0"}
+	t.RelayPorts = config.PortRange{Min: 61000, Max: 64999} // outside Linux's ephemeral range, so client sockets cannot take a reserved RTCP port
+	t.UDPSockets = 2
+	t.UnauthRate, t.UnauthBurst = 1000, 1000
+	return t
+}
+
+func startServer(t *testing.T, mod func(*config.TURN)) *testServer {
+	t.Helper()
+	tc := baseTURN()
+	if mod != nil {
+		mod(&tc)
+	}
+	ring, err := auth.NewRing(auth.Config{Secrets: []string{testSecret1, testSecret2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &testWriter{w: t.Output()}
+	t.Cleanup(w.stop) // registered first, so it runs after the server's Close
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	srv, err := New(Config{TURN: tc, Ring: ring, Logger: log})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	addrs := srv.Addrs()
+	return &testServer{srv: srv, ring: ring, udp: addrs[0].String(), tcp: addrs[1].String(), turn: tc}
+}
+
+// creds mints credentials for user under the first secret.
+func (ts *testServer) creds(t *testing.T, user string) auth.Credentials {
+	t.Helper()
+	c, err := ts.ring.Mint(user, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// udpClient returns a pion client talking UDP to the server.
+func udpClient(t *testing.T, server, username, password string) *turn.Client {
+	t.Helper()
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startClient(t, conn, server, username, password, 0)
+}
+
+func startClient(t *testing.T, conn net.PacketConn, server, username, password string, fam turn.RequestedAddressFamily) *turn.Client {
+	t.Helper()
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: server, TURNServerAddr: server, Conn: conn,
+		Username: username, Password: password, Realm: "icehub",
+		RTO: 100 * time.Millisecond, RequestedAddressFamily: fam,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); _ = conn.Close() })
+	return c
+}
+
+// tcpClient returns a pion client talking TCP to the server.
+func tcpClient(t *testing.T, server, username, password string) *turn.Client {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", server, testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startClient(t, turn.NewSTUNConn(conn), server, username, password, 0)
+}
+
+// turnCode extracts the STUN error code from a pion client error, or 0.
+func turnCode(err error) int {
+	var te stun.TurnError
+	if errors.As(err, &te) {
+		return int(te.ErrorCodeAttr.Code)
+	}
+	var tp *stun.TurnError
+	if errors.As(err, &tp) {
+		return int(tp.ErrorCodeAttr.Code)
+	}
+	return 0
+}
+
+// udpEcho starts a UDP echo peer on 127.0.0.1.
+func udpEcho(t *testing.T) *net.UDPAddr {
+	t.Helper()
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pc.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = pc.WriteTo(buf[:n], from)
+		}
+	}()
+	return pc.LocalAddr().(*net.UDPAddr)
+}
+
+// tcpEcho starts a TCP echo peer on 127.0.0.1.
+func tcpEcho(t *testing.T) *net.TCPAddr {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 2048)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr)
+}
+
+// roundTrip sends msg through relay to peer and waits for the echo.
+func roundTrip(t *testing.T, relay net.PacketConn, peer net.Addr, msg string) {
+	t.Helper()
+	buf := make([]byte, 2048)
+	// Retry a few times: UDP may lose the first datagram while the permission settles.
+	for try := 0; try < 5; try++ {
+		if _, err := relay.WriteTo([]byte(msg), peer); err != nil {
+			t.Fatalf("WriteTo: %v", err)
+		}
+		_ = relay.SetReadDeadline(time.Now().Add(time.Second))
+		n, from, err := relay.ReadFrom(buf)
+		if err != nil {
+			continue
+		}
+		if string(buf[:n]) != msg || from.String() != peer.String() {
+			t.Fatalf("got %q from %s, want %q from %s", buf[:n], from, msg, peer)
+		}
+		return
+	}
+	t.Fatalf("no echo of %q from %s", msg, peer)
+}
+
+func loopbackAllowed(t *config.TURN) {
+	t.AllowPeers = []config.Prefix{mustPrefix("127.0.0.1/32")}
+}
+
+func mustPrefix(s string) config.Prefix {
+	var p config.Prefix
+	if err := p.UnmarshalText([]byte(s)); err != nil {
+		panic(err)
+	}
+	return p
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func ioReadFull(r io.Reader, b []byte) (int, error) { return io.ReadFull(r, b) }
+
+// noEcho asserts that nothing sent to peer through relay comes back: the server dropped it.
+func noEcho(t *testing.T, relay net.PacketConn, peer net.Addr) {
+	t.Helper()
+	if _, err := relay.WriteTo([]byte("must not pass"), peer); err != nil {
+		t.Fatal(err)
+	}
+	_ = relay.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	defer relay.SetReadDeadline(time.Time{})
+	buf := make([]byte, 100)
+	if n, from, err := relay.ReadFrom(buf); err == nil {
+		t.Fatalf("got %q from %s; the filter should have dropped it", buf[:n], from)
+	}
+}
+
+// testWriter forwards to the test's output until the test ends; pion tears allocations
+// down asynchronously and their last log lines must not write to a finished test.
+type testWriter struct {
+	mu      sync.Mutex
+	w       io.Writer
+	stopped bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return len(p), nil
+	}
+	return w.w.Write(p)
+}
+
+func (w *testWriter) stop() {
+	w.mu.Lock()
+	w.stopped = true
+	w.mu.Unlock()
+}

@@ -1,0 +1,168 @@
+package turnserver
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+)
+
+// selfSigned returns a certificate for 127.0.0.1 and a pool trusting it.
+func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "icehub test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := x509.ParseCertificate(der)
+	pool := x509.NewCertPool()
+	pool.AddCert(leaf)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
+}
+
+func newTestPortShare(t *testing.T) (*PortShare, *x509.CertPool) {
+	t.Helper()
+	crt, pool := selfSigned(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := NewPortShare(PortShareConfig{Listener: ln, TLS: &tls.Config{Certificates: []tls.Certificate{crt}}, HandshakeTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ps.Close() })
+	return ps, pool
+}
+
+func TestPortShareSplitsSTUNFromHTTP(t *testing.T) {
+	ps, pool := newTestPortShare(t)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "web:"+r.URL.Path)
+	})}
+	go srv.Serve(ps.HTTP())
+	t.Cleanup(func() { srv.Close() })
+
+	// A STUN Binding request arrives, byte for byte, on the TURN side.
+	got := make(chan []byte, 1)
+	go func() {
+		c, err := ps.TURN().Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 64)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, _ := io.ReadAtLeast(c, buf, 20)
+		got <- buf[:n]
+	}()
+	req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	tc, err := tls.Dial("tcp", ps.Addr().String(), &tls.Config{RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	if _, err := tc.Write(req.Raw); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-got:
+		if !bytes.Equal(b, req.Raw) {
+			t.Fatalf("TURN side got %x, want %x", b, req.Raw)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("STUN stream never reached the TURN listener")
+	}
+
+	// HTTPS on the same port reaches the HTTP server.
+	client := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := client.Get("https://" + ps.Addr().String() + "/hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "web:/hello" {
+		t.Fatalf("HTTPS body %q", body)
+	}
+}
+
+func TestPortShareDropsSilentAndPlaintextClients(t *testing.T) {
+	ps, pool := newTestPortShare(t)
+	// A client that connects and says nothing is dropped after the handshake timeout...
+	silent, err := net.Dial("tcp", ps.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	// ...and plaintext garbage fails the handshake; neither blocks a good client meanwhile.
+	junk, err := net.Dial("tcp", ps.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	junk.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	defer junk.Close()
+
+	go func() {
+		c, err := ps.HTTP().Accept()
+		if err == nil {
+			c.Write([]byte("x"))
+			c.Close()
+		}
+	}()
+	tc, err := tls.Dial("tcp", ps.Addr().String(), &tls.Config{RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
+	tc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b := make([]byte, 1)
+	if _, err := tc.Read(b); err != nil || b[0] != 'x' {
+		t.Fatalf("good client not served while others stall: %v", err)
+	}
+	silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(silent); err != nil {
+		t.Fatalf("silent client not closed by the server: %v", err)
+	}
+}
+
+func FuzzIsSTUNHeader(f *testing.F) {
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	f.Add([]byte("GET / HTTP/1.1\r\n"))
+	f.Add([]byte{0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !IsSTUNHeader(b) {
+			return
+		}
+		// Whatever is routed to TURN must never look like the start of an HTTP request.
+		if b[0] >= 'A' && b[0] <= 'Z' {
+			t.Fatalf("HTTP-looking %q routed to TURN", b)
+		}
+		m := &stun.Message{Raw: append([]byte(nil), b...)}
+		_ = m.Decode() // must not panic on anything the router accepts
+	})
+}

@@ -1,0 +1,178 @@
+package turnserver
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// relayRec is one relay socket: where it is bound, what it is advertised as, whose it is
+// and how much it carried. The allocation log line and the own-relay exception read it.
+type relayRec struct {
+	network   string // "udp" or "tcp"
+	adv, bind netip.AddrPort
+	user      string
+
+	// Set by the allocation-created event; guarded by relaySet.mu.
+	client   net.Addr
+	clientTr string
+	start    time.Time
+
+	bytesToPeer, bytesToClient atomic.Uint64
+	pktsToPeer, pktsToClient   atomic.Uint64
+	released                   sync.Once
+}
+
+func (r *relayRec) countToPeer(m *metrics, n int) {
+	r.bytesToPeer.Add(uint64(n))
+	r.pktsToPeer.Add(1)
+	m.byteToPeer.Add(float64(n))
+	m.pktToPeer.Inc()
+}
+
+func (r *relayRec) countToClient(m *metrics, n int) {
+	r.bytesToClient.Add(uint64(n))
+	r.pktsToClient.Add(1)
+	m.byteToClient.Add(float64(n))
+	m.pktToClient.Inc()
+}
+
+func advKey(network string, ap netip.AddrPort) string { return network + "|" + ap.String() }
+
+// relaySet tracks the live relay sockets of all listeners.
+type relaySet struct {
+	mu      sync.RWMutex
+	byAdv   map[string]*relayRec
+	byTuple map[string]*relayRec
+	ips     map[netip.Addr]int
+	addrs   map[netip.AddrPort]int
+	tcpBind map[netip.AddrPort]bool
+	// gen changes whenever the set does, so per-socket decision caches know to re-check.
+	gen atomic.Uint64
+}
+
+func newRelaySet() *relaySet {
+	return &relaySet{
+		byAdv:   make(map[string]*relayRec),
+		byTuple: make(map[string]*relayRec),
+		ips:     make(map[netip.Addr]int),
+		addrs:   make(map[netip.AddrPort]int),
+		tcpBind: make(map[netip.AddrPort]bool),
+	}
+}
+
+func (s *relaySet) add(r *relayRec) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.byAdv[advKey(r.network, r.adv)] = r
+	for _, ap := range uniqueAddrPorts(r.adv, r.bind) {
+		s.ips[ap.Addr()]++
+		s.addrs[ap]++
+	}
+	if r.network == "tcp" {
+		s.tcpBind[r.bind] = true
+	}
+	s.gen.Add(1)
+}
+
+func (s *relaySet) remove(r *relayRec) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byAdv[advKey(r.network, r.adv)] == r {
+		delete(s.byAdv, advKey(r.network, r.adv))
+	}
+	for _, ap := range uniqueAddrPorts(r.adv, r.bind) {
+		if s.ips[ap.Addr()]--; s.ips[ap.Addr()] <= 0 {
+			delete(s.ips, ap.Addr())
+		}
+		if s.addrs[ap]--; s.addrs[ap] <= 0 {
+			delete(s.addrs, ap)
+		}
+	}
+	if r.network == "tcp" {
+		delete(s.tcpBind, r.bind)
+	}
+	s.gen.Add(1)
+}
+
+// uniqueAddrPorts lists the addresses a relay is reachable at: advertised and, when bound
+// to a specific IP, bound.
+func uniqueAddrPorts(adv, bind netip.AddrPort) []netip.AddrPort {
+	if !bind.Addr().IsUnspecified() && bind != adv {
+		return []netip.AddrPort{adv, bind}
+	}
+	return []netip.AddrPort{adv}
+}
+
+func (s *relaySet) hasIP(ip netip.Addr) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.ips[ip.Unmap()] > 0
+}
+
+func (s *relaySet) hasAddr(ap netip.AddrPort) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.addrs[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] > 0
+}
+
+func (s *relaySet) tcpBound(ap netip.AddrPort) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.tcpBind[ap]
+}
+
+func (s *relaySet) lookupAdv(network string, a net.Addr) *relayRec {
+	ap := addrPortOf(a)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.byAdv[advKey(network, ap)]
+}
+
+func tupleKey(src, dst net.Addr) string {
+	return src.Network() + "|" + src.String() + "|" + dst.String()
+}
+
+// attach binds a relay to the allocation (client 5-tuple) pion just created with it.
+func (s *relaySet) attach(src, dst, relay net.Addr, now time.Time) *relayRec {
+	network := "udp"
+	if _, ok := relay.(*net.TCPAddr); ok {
+		network = "tcp"
+	}
+	ap := addrPortOf(relay)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.byAdv[advKey(network, ap)]
+	if r == nil {
+		return nil
+	}
+	r.client, r.clientTr, r.start = src, src.Network(), now
+	s.byTuple[tupleKey(src, dst)] = r
+	return r
+}
+
+// detach forgets and returns the relay of a deleted allocation.
+func (s *relaySet) detach(src, dst net.Addr) *relayRec {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := tupleKey(src, dst)
+	r := s.byTuple[k]
+	delete(s.byTuple, k)
+	return r
+}
+
+// addrPortOf converts a UDP or TCP net.Addr to an unmapped netip.AddrPort.
+func addrPortOf(a net.Addr) netip.AddrPort {
+	var ap netip.AddrPort
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ap = v.AddrPort()
+	case *net.TCPAddr:
+		ap = v.AddrPort()
+	default:
+		ap, _ = netip.ParseAddrPort(a.String())
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
