@@ -76,13 +76,23 @@ type proc struct {
 // using dotted keys ("turn.allow_peers = [...]").
 func startIcehub(t *testing.T, extra string) *proc {
 	t.Helper()
-	return startIcehubEnv(t, extra, nil)
+	return startIcehubOpts(t, opts{extra: extra})
 }
 
-// startIcehubEnv is startIcehub with extra environment variables for the process.
-func startIcehubEnv(t *testing.T, extra string, env []string) *proc {
+// opts are startIcehubOpts' knobs: extra TOML, extra environment, a fixed signal port.
+type opts struct {
+	extra      string
+	env        []string
+	signalPort int
+}
+
+func startIcehubOpts(t *testing.T, o opts) *proc {
 	t.Helper()
-	p := &proc{turn: freePort(t), signal: freePort(t), admin: freePort(t), exited: make(chan struct{})}
+	extra, env := o.extra, o.env
+	p := &proc{turn: freePort(t), signal: o.signalPort, admin: freePort(t), exited: make(chan struct{})}
+	if p.signal == 0 {
+		p.signal = freePort(t)
+	}
 	p.cfg = filepath.Join(t.TempDir(), "server.toml")
 	base := fmt.Sprintf(`turn.listen = "127.0.0.1:%d"
 turn.relay_ports = "43000-43999"

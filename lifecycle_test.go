@@ -228,7 +228,7 @@ func TestSdNotify(t *testing.T) {
 			t.Fatalf("no sd_notify %q", want)
 		}
 	}
-	p := startIcehubEnv(t, "", []string{"NOTIFY_SOCKET=" + sockPath})
+	p := startIcehubOpts(t, opts{env: []string{"NOTIFY_SOCKET=" + sockPath}})
 	next("READY=1")
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	next("RELOADING=1")

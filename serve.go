@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -37,6 +39,7 @@ type app struct {
 	http   *http.Server
 	admin  *http.Server
 	tlsMgr *certs
+	front  *front
 	// generated holds the secret made up at start when the config has none, so a reload of
 	// such a config keeps issued credentials valid.
 	generated string
@@ -93,7 +96,15 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 	if a.tlsMgr, err = loadCerts(cfg); err != nil {
 		return err
 	}
-	a.turn, err = turnserver.New(turnserver.Config{TURN: cfg.TURN, Ring: ring, Logger: log, Registerer: reg})
+	fr, err := bindFront(cfg, a.tlsMgr, log)
+	if err != nil {
+		return err
+	}
+	defer fr.close()
+	a.front = fr
+	a.turn, err = turnserver.New(turnserver.Config{
+		TURN: fr.turn, Ring: ring, Logger: log, Registerer: reg, TLS: a.tlsMgr.turnConfig(), Streams: fr.streams,
+	})
 	if err != nil {
 		return fmt.Errorf("turn: %w", err)
 	}
@@ -119,21 +130,15 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 		return fmt.Errorf("signal: %w", err)
 	}
 
-	sigLn, err := net.Listen("tcp", cfg.Signal.Listen)
-	if err != nil {
-		return fmt.Errorf("signal.listen: %w", err)
-	}
 	a.http = &http.Server{Handler: a.hub.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	scheme := "http"
-	if tc := a.tlsMgr.signalConfig(); tc != nil {
-		a.http.TLSConfig = tc
-		scheme = "https"
-		go a.http.ServeTLS(sigLn, "", "") //nolint:errcheck // ends with Shutdown
+	if fr.tls != nil {
+		a.http.TLSConfig = fr.tls
+		go a.http.ServeTLS(fr.http, "", "") //nolint:errcheck // ends with Shutdown
 	} else {
-		go a.http.Serve(sigLn) //nolint:errcheck // ends with Shutdown
+		go a.http.Serve(fr.http) //nolint:errcheck // ends with Shutdown
 	}
 
-	ready := true
+	var stopping atomic.Bool
 	if cfg.Admin.Listen != "" {
 		admLn, err := net.Listen("tcp", cfg.Admin.Listen)
 		if err != nil {
@@ -142,7 +147,7 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		health := func(w http.ResponseWriter, _ *http.Request) {
-			if !ready {
+			if stopping.Load() {
 				http.Error(w, "stopping", http.StatusServiceUnavailable)
 				return
 			}
@@ -150,6 +155,11 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 		}
 		mux.HandleFunc("GET /healthz", health)
 		mux.HandleFunc("GET /readyz", health)
+		// Profiles for `go tool pprof http://ADMIN/debug/pprof/profile` under load.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		a.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go a.admin.Serve(admLn) //nolint:errcheck // ends with Shutdown
 		log.Info("admin listening", "addr", admLn.Addr().String())
@@ -160,7 +170,7 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 		turnAddrs = append(turnAddrs, ad.Network()+"/"+ad.String())
 	}
 	log.Info("icehub ready", "version", version, "turn", strings.Join(turnAddrs, ","),
-		"signal", scheme+"://"+sigLn.Addr().String(), "config", path)
+		"signal", fr.scheme+"://"+fr.http.Addr().String(), "config", path)
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("sd_notify READY failed", "err", err)
 	}
@@ -170,7 +180,7 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 			a.reload()
 			continue
 		}
-		ready = false
+		stopping.Store(true)
 		log.Info("stopping", "signal", s.String())
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
 		return a.shutdown()
@@ -201,7 +211,11 @@ func (a *app) apply(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	if err := a.turn.Reload(cfg.TURN); err != nil {
+	t := cfg.TURN
+	t.TLSListen = a.front.turn.TLSListen
+	// sameListeners has refused every change that needs new sockets; what turnserver still
+	// calls restart-worthy is a certificate path, and main's certs swap handles that.
+	if err := a.turn.Reload(t); err != nil && !errors.Is(err, turnserver.ErrRestartRequired) {
 		return err
 	}
 	if err := a.hub.Reload(cfg.Signal); err != nil {
@@ -223,6 +237,12 @@ func sameListeners(old, cur config.Config) error {
 		return errors.New("turn.listen changed: restart to apply")
 	case strings.Join(old.TURN.TLSListen, ",") != strings.Join(cur.TURN.TLSListen, ","):
 		return errors.New("turn.tls_listen changed: restart to apply")
+	case old.TURN.Realm != cur.TURN.Realm || old.TURN.PublicIP != cur.TURN.PublicIP || old.TURN.RelayIP != cur.TURN.RelayIP:
+		return errors.New("turn.realm, turn.public_ip or turn.relay_ip changed: restart to apply")
+	case old.TURN.RelayPorts != cur.TURN.RelayPorts || old.TURN.UDPSockets != cur.TURN.UDPSockets:
+		return errors.New("turn.relay_ports or turn.udp_sockets changed: restart to apply")
+	case (old.TURN.TLSCert == "") != (cur.TURN.TLSCert == "") || (old.Signal.TLSCert == "") != (cur.Signal.TLSCert == ""):
+		return errors.New("TLS turned on or off: restart to apply")
 	case old.Signal.Listen != cur.Signal.Listen:
 		return errors.New("signal.listen changed: restart to apply")
 	case old.Admin.Listen != cur.Admin.Listen:

@@ -43,6 +43,9 @@ type Config struct {
 	// TLS serves turn.tls_listen when set (main passes one whose GetCertificate follows
 	// certificate reloads); nil means turn.tls_cert and turn.tls_key are loaded once.
 	TLS *tls.Config
+	// Streams are extra listeners of already-decrypted TURN streams, such as PortShare.TURN()
+	// when TURN over TLS shares port 443 with HTTPS. The server closes them on Close.
+	Streams []net.Listener
 }
 
 // Server is a running STUN/TURN server.
@@ -64,7 +67,7 @@ func New(cfg Config) (*Server, error) {
 	if t.Realm == "" {
 		return nil, fmt.Errorf("%w: turn.realm is empty", ErrConfig)
 	}
-	if len(t.Listen) == 0 && len(t.TLSListen) == 0 {
+	if len(t.Listen) == 0 && len(t.TLSListen) == 0 && len(cfg.Streams) == 0 {
 		return nil, fmt.Errorf("%w: turn.listen is empty", ErrConfig)
 	}
 	if t.RelayPorts.Min == 0 || t.RelayPorts.Max < t.RelayPorts.Min {
@@ -129,6 +132,18 @@ func New(cfg Config) (*Server, error) {
 	tlsLns, err := listenTLS(t, cfg.TLS, c, newGen)
 	if err != nil {
 		return nil, closeAll(sets, err)
+	}
+	for _, ln := range cfg.Streams {
+		ip := netip.IPv6Unspecified()
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok {
+			ip, _ = netip.AddrFromSlice(ta.IP)
+			ip = ip.Unmap()
+		}
+		gen := newGen(ip)
+		tlsLns = append(tlsLns, turn.ListenerConfig{
+			Listener:              &gatedListener{Listener: ln, g: &gate{c: c, gen: gen, stream: true}},
+			RelayAddressGenerator: gen, PermissionHandler: c.permissionHandler,
+		})
 	}
 	for _, l := range tlsLns {
 		lns = append(lns, l)
