@@ -2,7 +2,9 @@ package signal
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -28,8 +30,10 @@ const (
 )
 
 // client is one WebSocket connection. The reader goroutine owns rooms and the flood
-// counters; the writer goroutine owns every write except the close frame gorilla sends on
-// its own for oversized frames.
+// counters. Every write goes through the send queue and a writer goroutine that runs only
+// while there is something to write (an idle connection holds one goroutine, the reader, and
+// no write buffer); gorilla itself only writes the close frames it answers protocol errors
+// and peer closes with, each in one Write, which the socket serialises with ours.
 type client struct {
 	h       *Hub
 	id      string
@@ -37,15 +41,26 @@ type client struct {
 	host    string // the Host the client dialled, for HostPlaceholder
 	conn    *websocket.Conn
 	pol     *policy // snapshot at connect: frame size, queue length, ping period
-	send    chan []byte
 	limiter *rate.Limiter
 
 	ctx         context.Context
 	cancel      context.CancelFunc
 	closeOnce   sync.Once
-	closeCode   int // written before cancel, read after ctx.Done
+	closeCode   int // written before closing is set, read by the writer after it sees closing
 	closeReason string
 	writerDone  chan struct{}
+
+	mu      sync.Mutex
+	queue   [][]byte // text frames waiting for the writer, at most pol.sendQueue
+	spare   [][]byte // the writer's previous batch, reused so steady traffic does not allocate
+	pingDue bool
+	pongDue bool
+	pong    []byte // payload of the last ping to answer
+	writing bool   // a writer goroutine is running (or the final one has been started)
+	closing bool   // kill was called: nothing more is queued, the writer sends close and quits
+
+	pingT, refreshT *time.Timer // set under mu
+	writeArmed      time.Time   // when the writer last set the write deadline; writer only
 
 	credExpires atomic.Int64 // unix nanoseconds when the last minted credentials expire
 
@@ -53,6 +68,15 @@ type client struct {
 	dropStart   time.Time
 	drops       int
 	lastRateErr time.Time
+}
+
+// upgrader is shared: small read buffers and a write buffer pool that is never used (the
+// hub frames its own writes), so gorilla allocates no write buffer per connection.
+var upgrader = websocket.Upgrader{
+	ReadBufferSize:  1024,
+	WriteBufferSize: 1024,
+	WriteBufferPool: &sync.Pool{},
+	CheckOrigin:     func(*http.Request) bool { return true }, // checked in serveWS, with our rules
 }
 
 func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -71,12 +95,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, http.StatusText(status), status)
 		return
 	}
-	up := websocket.Upgrader{
-		ReadBufferSize:  4096,
-		WriteBufferSize: 4096,
-		CheckOrigin:     func(*http.Request) bool { return true }, // checked above, with our rules
-	}
-	conn, err := up.Upgrade(w, r, nil)
+	conn, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		h.release(ip) // Upgrade has already answered the request.
 		return
@@ -88,7 +107,6 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		host:       r.Host,
 		conn:       conn,
 		pol:        pol,
-		send:       make(chan []byte, pol.sendQueue),
 		limiter:    rate.NewLimiter(pol.msgRate, pol.msgBurst),
 		writerDone: make(chan struct{}),
 		rooms:      make(map[string]struct{}),
@@ -97,9 +115,18 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	h.addClient(c)
 	h.log.Debug("ws connected", "peer", c.id, "ip", ip)
 	c.welcome()
-	go c.writeLoop()
-	c.readLoop()
-	c.cleanup()
+	c.mu.Lock()
+	if !c.closing {
+		c.pingT = time.AfterFunc(pol.pingPeriod, c.pingTick)
+		c.refreshT = time.AfterFunc(c.refreshIn(), c.refreshTick)
+	}
+	c.mu.Unlock()
+	// The connection gets a fresh goroutine and net/http's one returns: its stack, the
+	// request and the response buffers are released instead of living as long as the socket.
+	go func() {
+		c.readLoop()
+		c.cleanup()
+	}()
 }
 
 // kill ends the connection once, with a close frame when code is not zero. It returns
@@ -109,10 +136,21 @@ func (c *client) kill(code int, reason string) bool {
 	c.closeOnce.Do(func() {
 		first = true
 		c.closeCode, c.closeReason = code, reason
+		c.mu.Lock()
+		c.closing = true
+		start := !c.writing
+		c.writing = true
+		c.queue, c.spare, c.pong = nil, nil, nil
+		c.mu.Unlock()
 		c.cancel()
-		// A writer stalled on a dead peer only sees the cancel at its write deadline;
-		// cutting the socket frees it, and the reader, now.
+		// The reader stops now, so the rooms hear peer-left at once; the writer has
+		// closeGrace for the close frame. A writer stalled on a dead peer only sees the kill
+		// at its write deadline; cutting the socket frees it.
+		_ = c.conn.NetConn().SetReadDeadline(time.Now())
 		time.AfterFunc(closeGrace, func() { _ = c.conn.Close() })
+		if start {
+			go c.writeLoop()
+		}
 	})
 	return first
 }
@@ -120,59 +158,200 @@ func (c *client) kill(code int, reason string) bool {
 // enqueue queues a frame without ever blocking: a client whose queue is full is too slow to
 // keep, and waiting for it would stall whoever is sending to its room.
 func (c *client) enqueue(frame []byte) {
-	if c.ctx.Err() != nil {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
 		return
 	}
-	select {
-	case c.send <- frame:
-	default:
+	if len(c.queue) >= c.pol.sendQueue {
+		c.mu.Unlock()
 		if c.kill(closePolicy, "slow consumer: send queue full") {
 			c.h.metrics.droppedSlow.Inc()
 			c.h.log.Info("dropping slow peer", "peer", c.id, "ip", c.ip)
 		}
+		return
+	}
+	if c.queue == nil && c.spare != nil {
+		c.queue, c.spare = c.spare, nil
+	}
+	c.queue = append(c.queue, frame)
+	c.wakeLocked()
+}
+
+// wakeLocked starts the writer unless it runs; it unlocks c.mu.
+func (c *client) wakeLocked() {
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
 	}
 }
 
+// pingTick runs every ping period from a runtime timer: no goroutine waits for it.
+func (c *client) pingTick() {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.pingDue = true
+	c.pingT.Reset(c.pol.pingPeriod)
+	c.wakeLocked()
+}
+
+// refreshTick sends fresh credentials when the last ones are due for renewal.
+func (c *client) refreshTick() {
+	if c.ctx.Err() != nil {
+		return
+	}
+	// A requested ice-servers frame may have renewed the credentials meanwhile.
+	if d := c.refreshIn(); d > 0 {
+		c.resetRefresh(d)
+		return
+	}
+	if f, err := c.iceFrame(); err == nil {
+		c.enqueue(f)
+	}
+	c.resetRefresh(max(c.refreshIn(), time.Second))
+}
+
+func (c *client) resetRefresh(d time.Duration) {
+	c.mu.Lock()
+	if !c.closing {
+		c.refreshT.Reset(d)
+	}
+	c.mu.Unlock()
+}
+
+// pingHandler answers through the writer, so that it alone writes frames.
+func (c *client) pingHandler(appData string) error {
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return nil
+	}
+	c.pongDue, c.pong = true, []byte(appData)
+	c.wakeLocked()
+	return nil
+}
+
+// writeBufs holds the writer's frame buffers between bursts.
+var writeBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+const maxPooledBuf = 64 << 10
+
+// writeLoop writes everything queued, each round in one socket write, and returns when the
+// queue is empty; kill makes it send the close frame and close the socket.
 func (c *client) writeLoop() {
-	defer close(c.writerDone)
-	ping := time.NewTicker(c.pol.pingPeriod)
-	defer ping.Stop()
-	refresh := time.NewTimer(c.refreshIn())
-	defer refresh.Stop()
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			writeBufs.Put(bp)
+		}
+	}()
 	for {
-		select {
-		case <-c.ctx.Done():
-			if c.closeCode != 0 {
-				msg := websocket.FormatCloseMessage(c.closeCode, c.closeReason)
-				_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
-			}
-			_ = c.conn.Close()
+		c.mu.Lock()
+		if c.closing {
+			c.mu.Unlock()
+			c.finish()
 			return
-		case f := <-c.send:
-			if c.write(websocket.TextMessage, f) != nil {
-				c.kill(0, "")
+		}
+		q, ping, pongDue, pong := c.queue, c.pingDue, c.pongDue, c.pong
+		if len(q) == 0 && !ping && !pongDue {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.queue, c.pingDue, c.pongDue, c.pong = nil, false, false, nil
+		c.mu.Unlock()
+
+		if bp == nil {
+			bp = writeBufs.Get().(*[]byte)
+		}
+		b := (*bp)[:0]
+		if pongDue {
+			b = appendFrame(b, websocket.PongMessage, pong)
+		}
+		if ping {
+			b = appendFrame(b, websocket.PingMessage, nil)
+		}
+		var err error
+		for i, f := range q {
+			if len(b) > 0 && len(b)+len(f) > maxPooledBuf {
+				if err = c.write(b); err != nil {
+					break
+				}
+				b = b[:0]
 			}
-		case <-ping.C:
-			if c.write(websocket.PingMessage, nil) != nil {
-				c.kill(0, "")
+			b = appendFrame(b, websocket.TextMessage, f)
+			q[i] = nil
+		}
+		if err == nil {
+			err = c.write(b)
+		}
+		if cap(b) <= maxPooledBuf {
+			*bp = b[:0]
+		} else {
+			*bp = (*bp)[:0]
+		}
+		if err != nil {
+			c.kill(0, "")
+			continue
+		}
+		if cap(q) <= 16 {
+			c.mu.Lock()
+			if c.spare == nil && !c.closing {
+				c.spare = q[:0]
 			}
-		case <-refresh.C:
-			// A requested ice-servers frame may have renewed the credentials meanwhile.
-			if d := c.refreshIn(); d > 0 {
-				refresh.Reset(d)
-				continue
-			}
-			if f, err := c.iceFrame(); err == nil && c.write(websocket.TextMessage, f) != nil {
-				c.kill(0, "")
-			}
-			refresh.Reset(max(c.refreshIn(), time.Second))
+			c.mu.Unlock()
 		}
 	}
 }
 
-func (c *client) write(kind int, data []byte) error {
-	_ = c.conn.SetWriteDeadline(time.Now().Add(writeWait))
-	return c.conn.WriteMessage(kind, data)
+// write writes b within writeWait. The deadline is re-armed only when the last one was set
+// over a second ago (a timer update per frame is measurable), so it is 9–10 s.
+func (c *client) write(b []byte) error {
+	nc := c.conn.NetConn()
+	if now := time.Now(); now.Sub(c.writeArmed) > time.Second {
+		c.writeArmed = now
+		_ = nc.SetWriteDeadline(now.Add(writeWait))
+	}
+	_, err := nc.Write(b)
+	return err
+}
+
+// finish is the last writer's end: stop the timers, send the close frame if there is one
+// and close the socket.
+func (c *client) finish() {
+	c.mu.Lock()
+	if c.pingT != nil {
+		c.pingT.Stop()
+		c.refreshT.Stop()
+	}
+	c.mu.Unlock()
+	if c.closeCode != 0 {
+		nc := c.conn.NetConn()
+		_ = nc.SetWriteDeadline(time.Now().Add(closeGrace))
+		_, _ = nc.Write(appendFrame(nil, websocket.CloseMessage, websocket.FormatCloseMessage(c.closeCode, c.closeReason)))
+	}
+	_ = c.conn.Close()
+	close(c.writerDone)
+}
+
+// appendFrame appends one unmasked server frame (FIN set) to b.
+func appendFrame(b []byte, op int, payload []byte) []byte {
+	b = append(b, 0x80|byte(op))
+	switch n := len(payload); {
+	case n <= 125:
+		b = append(b, byte(n))
+	case n <= 0xffff:
+		b = append(b, 126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
 }
 
 // refreshIn is the time until fresh credentials are due: a fifth of the TTL before the
@@ -182,16 +361,39 @@ func (c *client) refreshIn() time.Duration {
 	return time.Until(exp.Add(-c.h.ttl / 5))
 }
 
+// readBufs holds frame buffers while a frame is handled; idle connections hold none.
+var readBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
 func (c *client) readLoop() {
 	pongWait := 2*c.pol.pingPeriod + time.Second // one missed pong is forgiven
+	// The read deadline is moved at most every slack: a timer update per frame is measurable,
+	// and slack stays well inside the second of grace pongWait adds.
+	slack := min(pongWait/16, 250*time.Millisecond)
 	c.conn.SetReadLimit(c.pol.maxFrame)
-	_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
-	c.conn.SetPongHandler(func(string) error {
-		return c.conn.SetReadDeadline(time.Now().Add(pongWait))
-	})
+	last := time.Now()
+	_ = c.conn.SetReadDeadline(last.Add(pongWait))
+	extend := func() error {
+		now := time.Now()
+		if now.Sub(last) < slack || c.ctx.Err() != nil {
+			return nil
+		}
+		last = now
+		return c.conn.SetReadDeadline(now.Add(pongWait))
+	}
+	c.conn.SetPongHandler(func(string) error { return extend() })
+	c.conn.SetPingHandler(c.pingHandler)
 	for c.ctx.Err() == nil {
-		kind, data, err := c.conn.ReadMessage()
+		kind, r, err := c.conn.NextReader()
+		var data []byte
+		var bp *[]byte
+		if err == nil {
+			bp = readBufs.Get().(*[]byte)
+			data, err = readAll(r, (*bp)[:0])
+		}
 		if err != nil {
+			if bp != nil {
+				readBufs.Put(bp)
+			}
 			if errors.Is(err, websocket.ErrReadLimit) {
 				// gorilla has already sent close 1009.
 				c.h.metrics.errors.WithLabelValues(CodeFrameTooLarge).Inc()
@@ -199,15 +401,35 @@ func (c *client) readLoop() {
 			c.kill(0, "")
 			return
 		}
-		_ = c.conn.SetReadDeadline(time.Now().Add(pongWait))
-		if !c.allowFrame() {
-			continue
+		_ = extend()
+		if c.allowFrame() {
+			if kind != websocket.TextMessage {
+				c.fail(CodeBinaryUnsupported, "only JSON text frames are understood", "", "")
+			} else {
+				c.handleSafely(data)
+			}
 		}
-		if kind != websocket.TextMessage {
-			c.fail(CodeBinaryUnsupported, "only JSON text frames are understood", "", "")
-			continue
+		if cap(data) <= maxPooledBuf {
+			*bp = data[:0]
 		}
-		c.handleSafely(data)
+		readBufs.Put(bp)
+	}
+}
+
+// readAll is io.ReadAll into b.
+func readAll(r io.Reader, b []byte) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
+		}
 	}
 }
 

@@ -39,7 +39,7 @@ type inFrame struct {
 var errNotUTF8 = errors.New("frame is not valid UTF-8")
 
 // decodeFrame parses one client text frame. Invalid UTF-8 is refused here because relaying
-// it would make a browser recipient fail its own WebSocket.
+// it would make a browser recipient fail its own WebSocket. f.Data may alias b.
 func decodeFrame(b []byte) (inFrame, error) {
 	var f inFrame
 	if !utf8.Valid(b) {
@@ -49,10 +49,262 @@ func decodeFrame(b []byte) (inFrame, error) {
 	if len(b) == 0 || b[0] != '{' {
 		return f, errors.New("frame must be a JSON object")
 	}
+	if fastDecode(b, &f) {
+		return f, nil
+	}
+	// Anything the fast path does not take (escapes, nulls, odd key case, deep nesting,
+	// invalid JSON) gets encoding/json's exact semantics and errors.
+	f = inFrame{}
 	if err := json.Unmarshal(b, &f); err != nil {
 		return inFrame{}, err
 	}
 	return f, nil
+}
+
+// fastMaxDepth bounds the fast path's recursion; deeper data goes to encoding/json.
+const fastMaxDepth = 64
+
+// fastDecode decodes the usual frame in one pass without reflection: an object whose keys
+// and string fields carry no escapes. It validates every byte it accepts as JSON (so it
+// accepts only what json.Unmarshal would, with the same result) and reports false for
+// anything else, leaving the verdict to encoding/json.
+func fastDecode(b []byte, f *inFrame) bool {
+	i := skipWS(b, 1)
+	if i < len(b) && b[i] == '}' {
+		return skipWS(b, i+1) == len(b)
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return false
+		}
+		ks, ke, ok := plainString(b, i)
+		if !ok {
+			return false
+		}
+		key := b[ks:ke]
+		i = skipWS(b, ke+1)
+		if i >= len(b) || b[i] != ':' {
+			return false
+		}
+		i = skipWS(b, i+1)
+		var dst *string
+		switch string(key) {
+		case "type":
+			dst = &f.Type
+		case "room":
+			dst = &f.Room
+		case "to":
+			dst = &f.To
+		case "data":
+		default:
+			// encoding/json matches field names case-insensitively.
+			for _, k := range [...]string{"type", "room", "to", "data"} {
+				if bytes.EqualFold(key, []byte(k)) {
+					return false
+				}
+			}
+		}
+		if dst != nil {
+			if i >= len(b) || b[i] != '"' {
+				return false // null or a non-string: encoding/json decides
+			}
+			vs, ve, ok := plainString(b, i)
+			if !ok {
+				return false
+			}
+			*dst = string(b[vs:ve])
+			i = ve + 1
+		} else {
+			end := skipValue(b, i, 0)
+			if end < 0 {
+				return false
+			}
+			if string(key) == "data" {
+				f.Data = b[i:end]
+			}
+			i = end
+		}
+		i = skipWS(b, i)
+		if i >= len(b) {
+			return false
+		}
+		switch b[i] {
+		case ',':
+			i = skipWS(b, i+1)
+		case '}':
+			return skipWS(b, i+1) == len(b)
+		default:
+			return false
+		}
+	}
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// plainString returns the content bounds of the string starting at b[i] == '"' when it has
+// no escapes and no control characters.
+func plainString(b []byte, i int) (start, end int, ok bool) {
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return i + 1, j, true
+		case c == '\\' || c < 0x20:
+			return 0, 0, false
+		}
+	}
+	return 0, 0, false
+}
+
+// skipValue validates the JSON value starting at b[i] and returns the index after it, or -1.
+func skipValue(b []byte, i, depth int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch c := b[i]; {
+	case c == '"':
+		return skipString(b, i)
+	case c == '{' || c == '[':
+		if depth >= fastMaxDepth {
+			return -1
+		}
+		closer := byte('}')
+		if c == '[' {
+			closer = ']'
+		}
+		i = skipWS(b, i+1)
+		if i < len(b) && b[i] == closer {
+			return i + 1
+		}
+		for {
+			if c == '{' {
+				if i >= len(b) || b[i] != '"' {
+					return -1
+				}
+				if i = skipString(b, i); i < 0 {
+					return -1
+				}
+				i = skipWS(b, i)
+				if i >= len(b) || b[i] != ':' {
+					return -1
+				}
+				i = skipWS(b, i+1)
+			}
+			if i = skipValue(b, i, depth+1); i < 0 {
+				return -1
+			}
+			i = skipWS(b, i)
+			if i >= len(b) {
+				return -1
+			}
+			switch b[i] {
+			case ',':
+				i = skipWS(b, i+1)
+			case closer:
+				return i + 1
+			default:
+				return -1
+			}
+		}
+	case c == '-' || (c >= '0' && c <= '9'):
+		return skipNumber(b, i)
+	case c == 't':
+		return skipLiteral(b, i, "true")
+	case c == 'f':
+		return skipLiteral(b, i, "false")
+	case c == 'n':
+		return skipLiteral(b, i, "null")
+	}
+	return -1
+}
+
+func skipLiteral(b []byte, i int, lit string) int {
+	if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
+		return i + len(lit)
+	}
+	return -1
+}
+
+// skipString validates the string starting at b[i] == '"' (UTF-8 is checked for the whole
+// frame beforehand) and returns the index after its closing quote, or -1.
+func skipString(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return j + 1
+		case c < 0x20:
+			return -1
+		case c == '\\':
+			j++
+			if j >= len(b) {
+				return -1
+			}
+			switch b[j] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			case 'u':
+				if len(b)-j < 5 {
+					return -1
+				}
+				for _, h := range b[j+1 : j+5] {
+					if !isHex(h) {
+						return -1
+					}
+				}
+				j += 4
+			default:
+				return -1
+			}
+		}
+	}
+	return -1
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+// skipNumber validates -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? at b[i].
+func skipNumber(b []byte, i int) int {
+	if b[i] == '-' {
+		i++
+	}
+	digits := func(i int) int {
+		j := i
+		for j < len(b) && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+		if j == i {
+			return -1
+		}
+		return j
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		i = digits(i)
+	default:
+		return -1
+	}
+	if i < len(b) && b[i] == '.' {
+		if i = digits(i + 1); i < 0 {
+			return -1
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if i = digits(i); i < 0 {
+			return -1
+		}
+	}
+	return i
 }
 
 // validRoom reports whether name is 1–64 of [A-Za-z0-9_.-].
@@ -133,10 +385,23 @@ func mustJSON(v any) []byte {
 func messageFrame(room, from string, data json.RawMessage) []byte {
 	b := make([]byte, 0, len(data)+len(room)+len(from)+48)
 	b = append(b, `{"type":"message","room":`...)
-	b = append(b, mustJSON(room)...)
+	b = appendJSONString(b, room)
 	b = append(b, `,"from":`...)
-	b = append(b, mustJSON(from)...)
+	b = appendJSONString(b, from)
 	b = append(b, `,"data":`...)
 	b = append(b, data...)
 	return append(b, '}')
+}
+
+// appendJSONString appends s quoted as json.Marshal would; room names and peer ids never
+// need escaping, anything else goes through encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return append(b, mustJSON(s)...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }

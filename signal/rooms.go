@@ -100,20 +100,20 @@ func (m *MemoryRooms) Leave(_ context.Context, room, peer string) error {
 func (m *MemoryRooms) Publish(_ context.Context, room, from, to string, frame []byte) error {
 	m.mu.RLock()
 	members := m.rooms[room]
-	var targets []Deliver
 	if to != "" {
 		d, ok := members[to]
+		m.mu.RUnlock()
 		if !ok {
-			m.mu.RUnlock()
 			return ErrNoPeer
 		}
-		targets = []Deliver{d}
-	} else {
-		targets = make([]Deliver, 0, len(members))
-		for id, d := range members {
-			if id != from {
-				targets = append(targets, d)
-			}
+		d(frame)
+		return nil
+	}
+	var small [8]Deliver // rooms are small: no allocation per publish
+	targets := small[:0]
+	for id, d := range members {
+		if id != from {
+			targets = append(targets, d)
 		}
 	}
 	m.mu.RUnlock()
