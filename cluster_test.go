@@ -167,3 +167,91 @@ func TestClusterSurvivesRedisRestart(t *testing.T) {
 		}
 	}
 }
+
+func TestClusterRedisKilledMidTraffic(t *testing.T) {
+	port := freePort(t)
+	rds := startRedis(t, port)
+	a := clusterNode(t, port, "node-a")
+	b := clusterNode(t, port, "node-b")
+	onA, onB := dialHub(t, a.signal), dialHub(t, b.signal)
+	onA.send(map[string]any{"type": "join", "room": "live"})
+	onA.expect("joined")
+	onB.send(map[string]any{"type": "join", "room": "live"})
+	onB.expect("joined")
+	onA.expect("peer-joined")
+
+	// A streams numbered messages (20/s, under the rate limit) while Redis dies and returns.
+	stop := make(chan struct{})
+	sent := make(chan int, 1)
+	go func() {
+		n := 0
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				sent <- n
+				return
+			case <-tick.C:
+				n++
+				if onA.c.WriteJSON(map[string]any{"type": "message", "room": "live", "data": n}) != nil {
+					sent <- n
+					return
+				}
+			}
+		}
+	}()
+	var got []int
+	unavailable := 0
+	collect := func(d time.Duration) {
+		end := time.After(d)
+		for {
+			select {
+			case m, ok := <-onB.msgs:
+				if !ok {
+					t.Fatal("B's connection dropped")
+				}
+				if m["type"] == "message" {
+					got = append(got, int(m["data"].(float64)))
+				}
+			case m, ok := <-onA.msgs:
+				if !ok {
+					t.Fatal("A's connection dropped")
+				}
+				if m["type"] == "error" && m["code"] == "cluster-unavailable" {
+					unavailable++
+				}
+			case <-end:
+				return
+			}
+		}
+	}
+	collect(time.Second)
+	before := len(got)
+	rds.stop()
+	collect(2 * time.Second)
+	during := len(got) - before
+	startRedis(t, port)
+	collect(5 * time.Second)
+	close(stop)
+	total := <-sent
+	collect(500 * time.Millisecond)
+
+	if before < 10 {
+		t.Fatalf("only %d messages before the kill", before)
+	}
+	if unavailable == 0 {
+		t.Fatal("no cluster-unavailable error while redis was down")
+	}
+	if during > 2 {
+		t.Fatalf("%d messages crossed nodes with redis down", during)
+	}
+	if after := len(got) - before - during; after < 20 {
+		t.Fatalf("only %d messages after redis returned (sent %d in all)", after, total)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] <= got[i-1] {
+			t.Fatalf("message %d delivered after %d: duplicate or reordered (%v)", got[i], got[i-1], got)
+		}
+	}
+}
