@@ -42,7 +42,7 @@ func bindingFlood(server *net.UDPAddr, k, window int, dur time.Duration, pid int
 	}
 	conns := make([]*net.UDPConn, k)
 	for i := range conns {
-		if conns[i], err = net.DialUDP("udp4", nil, server); err != nil {
+		if conns[i], err = net.DialUDP("udp4", spreadSource(i), server); err != nil {
 			for _, c := range conns[:i] {
 				c.Close()
 			}

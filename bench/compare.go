@@ -254,7 +254,7 @@ func sigRound(o *compareOpts, hub, sio *sigFigures) {
 			continue
 		}
 		track(p)
-		r, err := pingPong(p.http, s.d, o.pairs, 200, o.sigWindow, o.short, p.pid())
+		r, err := pingPong(p.http, p.http, s.d, o.pairs, 200, o.sigWindow, o.short, p.pid())
 		if err != nil {
 			s.f.notes = append(s.f.notes, "ping-pong: "+err.Error())
 		} else {

@@ -24,6 +24,8 @@ modes:
   alloc      allocations set up per second (Allocate with 401 round, then Refresh lifetime 0)
   rss        hold N live allocations and read the server's VmRSS
   signaling  WebSocket ping-pong in rooms of two, and RSS per idle connection
+  soak       build and start icehub, churn allocations and WebSockets for -duration (5m),
+             report RSS, goroutines and open fds at start and end (must return to baseline)
   compare    build icehub, run it and coturn (and the socket.io baseline) alternately on
              identical loads, print a markdown table of ratios
 
@@ -50,6 +52,10 @@ func main() {
 		err = cmdSignaling(args)
 	case "compare":
 		err = cmdCompare(args)
+	case "cluster":
+		err = cmdCluster(args)
+	case "soak":
+		err = cmdSoak(args)
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
 	default:
@@ -265,7 +271,7 @@ func cmdSignaling(args []string) error {
 		return err
 	}
 	if *pairs > 0 {
-		r, err := pingPong(*host, d, *pairs, *size, *window, *dur, *pid)
+		r, err := pingPong(*host, *host, d, *pairs, *size, *window, *dur, *pid)
 		if err != nil {
 			return err
 		}

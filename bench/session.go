@@ -29,10 +29,6 @@ const (
 	retries = 3
 )
 
-func dialTURN(server *net.UDPAddr, secret, user string) (*turnClient, error) {
-	return dialTURNFrom(nil, server, secret, user)
-}
-
 // dialTURNFrom binds the client to local (nil: the kernel picks).
 func dialTURNFrom(local, server *net.UDPAddr, secret, user string) (*turnClient, error) {
 	conn, err := net.DialUDP("udp4", local, server)
@@ -147,6 +143,14 @@ func (c *turnClient) deallocate() error {
 	return err
 }
 
+// spreadSource is client i's source address: 127.0.0.2 to 127.0.0.254 in turn. Real
+// clients come from many hosts, and both servers spread load over their sockets and threads
+// by source address (icehub steers by client IP, coturn's SO_REUSEPORT group hashes the
+// 4-tuple), so one source IP for every session would measure a single core.
+func spreadSource(i int) *net.UDPAddr {
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%253))}
+}
+
 // setupResult is what setting up many clients in parallel yields.
 type setupResult struct {
 	clients  []*turnClient // index i is client i; nil where setup failed
@@ -172,7 +176,7 @@ func setupClients(server *net.UDPAddr, secret string, n, par int, fn func(i int,
 				if i >= n {
 					return
 				}
-				c, err := dialTURN(server, secret, fmt.Sprintf("bench%d", i))
+				c, err := dialTURNFrom(spreadSource(i), server, secret, fmt.Sprintf("bench%d", i))
 				if err == nil {
 					if err = fn(i, c); err != nil {
 						c.close()

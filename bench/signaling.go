@@ -171,8 +171,9 @@ func (r sigResult) String() string {
 }
 
 // pingPong joins pairs rooms of two; in each, window messages bounce between the two
-// peers for dur. Latency is one way, from the send time carried in the data.
-func pingPong(host string, d dialect, pairs, size, window int, dur time.Duration, pid int) (sigResult, error) {
+// peers for dur. Latency is one way, from the send time carried in the data. The second peer
+// of each room dials host2, so a cluster bench can put the two ends on different nodes.
+func pingPong(host, host2 string, d dialect, pairs, size, window int, dur time.Duration, pid int) (sigResult, error) {
 	pad := bytes.Repeat([]byte{'x'}, max(size-40, 0)) // "t" and the JSON punctuation take the rest
 	base := time.Now()
 	var stop atomic.Bool
@@ -189,7 +190,11 @@ func pingPong(host string, d dialect, pairs, size, window int, dur time.Duration
 		room := fmt.Sprintf("bench-%d", p)
 		var two [2]*sigConn
 		for k := range two {
-			c, err := dialSig(host, d, 2*p+k, 1)
+			h := host
+			if k == 1 {
+				h = host2
+			}
+			c, err := dialSig(h, d, 2*p+k, 1)
 			if err != nil {
 				return sigResult{}, fmt.Errorf("connection %d: %w", 2*p+k, err)
 			}

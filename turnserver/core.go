@@ -55,6 +55,8 @@ type core struct {
 	relays   *relaySet
 	now      func() time.Time
 	live     atomic.Int64 // allocations whose deletion has not been logged yet
+	// preAuthIdle overrides the package's preAuthIdle when set (nanoseconds); tests shorten it.
+	preAuthIdle atomic.Int64
 }
 
 // reserve counts an allocation for user against the total quota.
@@ -86,14 +88,16 @@ func (c *core) permit(peer netip.Addr) (bool, string) {
 	return false, name
 }
 
-// sendAllowed is the per-packet check: the filter, or exactly a live relay address, so the
-// IP-level exception does not open other ports on the relay's IP.
-func (c *core) sendAllowed(peer netip.AddrPort) bool {
+// sendAllowed is the per-packet check for a relay of transport network ("udp" or "tcp"):
+// the filter, or exactly a live relay address of that transport, so the IP-level exception
+// does not open other ports (or the other transport's service on a relay's port). When it
+// refuses, name is the range that did.
+func (c *core) sendAllowed(network string, peer netip.AddrPort) (bool, string) {
 	ok, name := c.settings.Load().filter.Check(peer.Addr())
-	if ok {
-		return true
+	if ok || (name != denyPeersRange && c.relays.hasAddr(network, peer)) {
+		return true, ""
 	}
-	return name != denyPeersRange && c.relays.hasAddr(peer)
+	return false, name
 }
 
 func (c *core) refusePeer(client net.Addr, peer netip.Addr, rangeName, method string) {
@@ -152,7 +156,7 @@ func (c *core) eventHandler() turn.EventHandler {
 			c.live.Add(1)
 			c.m.active.Inc()
 			c.m.allocations.Inc()
-			c.relays.attach(src, dst, relay, c.now())
+			c.fastAllocCreated(src, c.relays.attach(src, dst, relay, c.now()))
 			c.log.Info("turn allocation created", "user", user, "client", src.String(),
 				"transport", src.Network(), "relay", relay.String(), "relay_transport", relay.Network())
 		},
@@ -160,6 +164,7 @@ func (c *core) eventHandler() turn.EventHandler {
 			defer c.live.Add(-1)
 			c.m.active.Dec()
 			r := c.relays.detach(src, dst)
+			c.fastAllocDeleted(r)
 			if r == nil {
 				c.log.Info("turn allocation deleted", "user", user, "client", src.String())
 				return
@@ -169,6 +174,12 @@ func (c *core) eventHandler() turn.EventHandler {
 				"duration", c.now().Sub(r.start).Round(time.Millisecond),
 				"bytes_to_peer", r.bytesToPeer.Load(), "bytes_to_client", r.bytesToClient.Load(),
 				"packets_to_peer", r.pktsToPeer.Load(), "packets_to_client", r.pktsToClient.Load())
+		},
+		OnChannelCreated: func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, num uint16) {
+			c.fastChannel(relay, peer, num, true)
+		},
+		OnChannelDeleted: func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, num uint16) {
+			c.fastChannel(relay, peer, num, false)
 		},
 	}
 }

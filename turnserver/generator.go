@@ -2,6 +2,7 @@ package turnserver
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/pion/transport/v5/reuseport"
 	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // connectTimeout bounds an RFC 6062 Connect; the RFC asks for at least 30 seconds.
@@ -29,6 +31,7 @@ type relayGen struct {
 	c          *core
 	v4, v6     *famRelay // nil when the family cannot be relayed
 	minP, maxP uint16
+	owner      *gatedPacketConn // the UDP listener socket this generator serves; nil for streams
 }
 
 var _ turn.RelayAddressGenerator = (*relayGen)(nil)
@@ -81,15 +84,33 @@ func (g *relayGen) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 	if err := g.c.reserve(conf.UserID); err != nil {
 		return nil, nil, err
 	}
+	var loop *relayLoop
+	if g.owner != nil {
+		loop = g.owner.loop
+	}
 	for _, p := range g.ports(conf.RequestedPort) {
 		bind := netip.AddrPortFrom(fr.bind, p)
-		pc, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(bind))
-		if err != nil {
-			continue
+		rec := &relayRec{network: "udp", adv: netip.AddrPortFrom(fr.adv, p), bind: bind, user: conf.UserID, owner: g.owner}
+		var conn net.PacketConn
+		if loop != nil {
+			fd, err := listenLoopRelay(conf.Network, bind)
+			if err != nil {
+				continue
+			}
+			lr, err := newLoopRelay(loop, fd, bind, rec)
+			if err != nil {
+				break
+			}
+			rec.conn, conn = lr, lr
+		} else {
+			pc, err := net.ListenUDP(conf.Network, net.UDPAddrFromAddrPort(bind))
+			if err != nil {
+				continue
+			}
+			conn = &relayPacketConn{UDPConn: pc, c: g.c, rec: rec}
 		}
-		rec := &relayRec{network: "udp", adv: netip.AddrPortFrom(fr.adv, p), bind: bind, user: conf.UserID}
 		g.c.relays.add(rec)
-		return &relayPacketConn{UDPConn: pc, c: g.c, rec: rec}, net.UDPAddrFromAddrPort(rec.adv), nil
+		return conn, net.UDPAddrFromAddrPort(rec.adv), nil
 	}
 	g.c.quotas.release(conf.UserID)
 	return nil, nil, fmt.Errorf("%w: %s %d-%d", ErrNoRelayPort, conf.Network, g.minP, g.maxP)
@@ -132,7 +153,8 @@ func (g *relayGen) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) 
 		return nil, errors.New("connect: relay is gone")
 	}
 	peer := addrPortOf(conf.RemoteAddr)
-	if !g.c.sendAllowed(peer) {
+	if ok, name := g.c.sendAllowed("tcp", peer); !ok {
+		g.c.m.peerRefused.WithLabelValues(name).Inc()
 		return nil, fmt.Errorf("connect: peer %s refused", peer)
 	}
 	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(rec.bind), Control: reuseport.Control, Timeout: connectTimeout}
@@ -143,9 +165,10 @@ func (g *relayGen) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) 
 	return &countingConn{Conn: conn, c: g.c, rec: rec}, nil
 }
 
-// relayPacketConn is a UDP relay socket that counts traffic, enforces the peer filter per
-// packet (the own-relay exception holds for exact relay addresses only) and returns its
-// quota when pion closes it.
+// relayPacketConn is a UDP relay socket in Go's poller, for clients on stream transports:
+// it counts traffic, enforces the peer filter per packet (the own-relay exception holds for
+// exact relay addresses only) and returns its quota when pion closes it. Relays of UDP
+// clients are loopRelays (loop.go).
 type relayPacketConn struct {
 	*net.UDPConn
 	c     *core
@@ -154,11 +177,22 @@ type relayPacketConn struct {
 }
 
 // sendDecision caches the filter verdict for the last peer; most allocations talk to one.
+// Each packet it drops is counted as a refusal of its range.
 type sendDecision struct {
-	peer netip.AddrPort
-	set  *settings
-	gen  uint64
-	ok   bool
+	peer    netip.AddrPort
+	set     *settings
+	gen     uint64
+	ok      bool
+	refused prometheus.Counter // peer_refused_total{range} when !ok
+}
+
+func newSendDecision(c *core, network string, peer netip.AddrPort, set *settings, gen uint64) *sendDecision {
+	d := &sendDecision{peer: peer, set: set, gen: gen}
+	var name string
+	if d.ok, name = c.sendAllowed(network, peer); !d.ok {
+		d.refused = c.m.peerRefused.WithLabelValues(name)
+	}
+	return d
 }
 
 func (r *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
@@ -174,10 +208,11 @@ func (r *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	set, gen := r.c.settings.Load(), r.c.relays.gen.Load()
 	d := r.cache.Load()
 	if d == nil || d.peer != peer || d.set != set || d.gen != gen {
-		d = &sendDecision{peer: peer, set: set, gen: gen, ok: r.c.sendAllowed(peer)}
+		d = newSendDecision(r.c, "udp", peer, set, gen)
 		r.cache.Store(d)
 	}
 	if !d.ok {
+		d.refused.Inc()
 		return len(p), nil // dropped like any datagram; the client was told 403 at permission time
 	}
 	n, err := r.UDPConn.WriteTo(p, addr)
@@ -185,6 +220,20 @@ func (r *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		r.rec.countToPeer(r.c.m, n)
 	}
 	return n, err
+}
+
+// frameChannelData writes the ChannelData header for the n payload bytes at
+// p[chanHeaderLen:] and pads them to 4 bytes as pion does (when p has room); it returns
+// the frame length.
+func frameChannelData(p []byte, num uint16, n int) int {
+	binary.BigEndian.PutUint16(p[0:2], num)
+	binary.BigEndian.PutUint16(p[2:4], uint16(n))
+	frame := chanHeaderLen + n
+	if padded := (frame + 3) &^ 3; padded <= len(p) {
+		clear(p[frame:padded])
+		frame = padded
+	}
+	return frame
 }
 
 func (r *relayPacketConn) Close() error {

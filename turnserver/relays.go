@@ -14,6 +14,8 @@ type relayRec struct {
 	network   string // "udp" or "tcp"
 	adv, bind netip.AddrPort
 	user      string
+	conn      *loopRelay       // UDP relays of UDP clients only
+	owner     *gatedPacketConn // the UDP listener socket whose client allocated it, if any
 
 	// Set by the allocation-created event; guarded by relaySet.mu.
 	client   net.Addr
@@ -32,6 +34,17 @@ func (r *relayRec) countToPeer(m *metrics, n int) {
 	m.pktToPeer.Inc()
 }
 
+// countToClientN counts n datagrams of bytes in all, read from the peer side at once.
+func (r *relayRec) countToClientN(m *metrics, n int, bytes uint64) {
+	if n == 0 {
+		return
+	}
+	r.bytesToClient.Add(bytes)
+	r.pktsToClient.Add(uint64(n))
+	m.byteToClient.Add(float64(bytes))
+	m.pktToClient.Add(float64(n))
+}
+
 func (r *relayRec) countToClient(m *metrics, n int) {
 	r.bytesToClient.Add(uint64(n))
 	r.pktsToClient.Add(1)
@@ -47,7 +60,7 @@ type relaySet struct {
 	byAdv   map[string]*relayRec
 	byTuple map[string]*relayRec
 	ips     map[netip.Addr]int
-	addrs   map[netip.AddrPort]int
+	addrs   map[relayAddrKey]int // per transport: a UDP relay's port opens nothing on TCP
 	tcpBind map[netip.AddrPort]bool
 	// gen changes whenever the set does, so per-socket decision caches know to re-check.
 	gen atomic.Uint64
@@ -58,7 +71,7 @@ func newRelaySet() *relaySet {
 		byAdv:   make(map[string]*relayRec),
 		byTuple: make(map[string]*relayRec),
 		ips:     make(map[netip.Addr]int),
-		addrs:   make(map[netip.AddrPort]int),
+		addrs:   make(map[relayAddrKey]int),
 		tcpBind: make(map[netip.AddrPort]bool),
 	}
 }
@@ -69,7 +82,7 @@ func (s *relaySet) add(r *relayRec) {
 	s.byAdv[advKey(r.network, r.adv)] = r
 	for _, ap := range uniqueAddrPorts(r.adv, r.bind) {
 		s.ips[ap.Addr()]++
-		s.addrs[ap]++
+		s.addrs[relayAddrKey{r.network, ap}]++
 	}
 	if r.network == "tcp" {
 		s.tcpBind[r.bind] = true
@@ -87,8 +100,9 @@ func (s *relaySet) remove(r *relayRec) {
 		if s.ips[ap.Addr()]--; s.ips[ap.Addr()] <= 0 {
 			delete(s.ips, ap.Addr())
 		}
-		if s.addrs[ap]--; s.addrs[ap] <= 0 {
-			delete(s.addrs, ap)
+		k := relayAddrKey{r.network, ap}
+		if s.addrs[k]--; s.addrs[k] <= 0 {
+			delete(s.addrs, k)
 		}
 	}
 	if r.network == "tcp" {
@@ -112,10 +126,16 @@ func (s *relaySet) hasIP(ip netip.Addr) bool {
 	return s.ips[ip.Unmap()] > 0
 }
 
-func (s *relaySet) hasAddr(ap netip.AddrPort) bool {
+// relayAddrKey is a relay address on one transport ("udp" or "tcp").
+type relayAddrKey struct {
+	network string
+	ap      netip.AddrPort
+}
+
+func (s *relaySet) hasAddr(network string, ap netip.AddrPort) bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.addrs[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())] > 0
+	return s.addrs[relayAddrKey{network, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}] > 0
 }
 
 func (s *relaySet) tcpBound(ap netip.AddrPort) bool {

@@ -118,9 +118,14 @@ func New(cfg Config) (*Server, error) {
 			return nil, closeAll(sets, fmt.Errorf("%w: no relay address for turn.listen %q", ErrConfig, a))
 		}
 		for _, pc := range ls.udp {
+			// One generator per socket: its relays know the listener socket their client
+			// talks to, so the fast path can answer on it.
+			sockGen := *gen
+			gpc := newGatedPacketConn(pc, &gate{c: c, gen: &sockGen})
+			sockGen.owner = gpc
 			pcs = append(pcs, turn.PacketConnConfig{
-				PacketConn:            &gatedPacketConn{PacketConn: pc, g: &gate{c: c, gen: gen}},
-				RelayAddressGenerator: gen, PermissionHandler: c.permissionHandler,
+				PacketConn:            gpc,
+				RelayAddressGenerator: &sockGen, PermissionHandler: c.permissionHandler,
 			})
 		}
 		lns = append(lns, turn.ListenerConfig{

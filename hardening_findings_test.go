@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+)
+
+// TestFDExhaustionTURNTCPRecovers: a TCP client that connects to the TURN port while the
+// process is out of descriptors must not stop the TURN TCP listener for good. pion's accept
+// loop returns on the first Accept error (EMFILE included), so without a retrying listener
+// underneath, TURN over TCP (and TLS) stays dead until a restart. See the hardening report.
+func TestFDExhaustionTURNTCPRecovers(t *testing.T) {
+	prlimit, err := exec.LookPath("prlimit")
+	if err != nil {
+		t.Fatal("prlimit not found: install util-linux (apt-get install util-linux)")
+	}
+	p := startIcehubWrapped(t, []string{prlimit, "--nofile=64:64"},
+		fmt.Sprintf("auth.secrets = [%q]\nsignal.max_conns_per_ip = 0\n", hardSecret))
+	conns := exhaustFDs(t, p)
+	// Knock on the TURN TCP port while no descriptor is free: its Accept fails with EMFILE.
+	for range 3 {
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.turn), time.Second); err == nil {
+			time.Sleep(200 * time.Millisecond)
+			c.Close()
+		}
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	time.Sleep(time.Second)
+	// A Binding request over TCP: answered by pion's per-connection reader only if the
+	// listener still accepts.
+	var lastErr error
+	for range 3 {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.turn), 2*time.Second)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+		_, _ = conn.Write(req.Raw)
+		conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 1500)
+		n, err := conn.Read(buf)
+		conn.Close()
+		if err == nil && stun.IsMessage(buf[:n]) {
+			return
+		}
+		lastErr = err
+	}
+	t.Fatalf("TURN over TCP never answered again after descriptor exhaustion: %v", lastErr)
+}

@@ -1,0 +1,80 @@
+package turnserver
+
+import (
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+
+	"icehub/auth"
+	"icehub/config"
+)
+
+// recordReplies is a replier that keeps what the gate answered.
+type recordReplies struct{ n, max int }
+
+func (r *recordReplies) reply(b []byte, _ net.Addr) {
+	r.n++
+	r.max = max(r.max, len(b))
+}
+
+// FuzzGateInspect feeds arbitrary datagrams to the gate every client message passes before
+// pion: the header and attribute peek, MESSAGE-INTEGRITY verification under every secret,
+// the refusals it answers itself (ChannelBind to a filtered peer, Allocate it cannot serve)
+// and the per-source limit. It must never panic, and whatever it answers must be one
+// well-formed STUN error response no larger than a small constant.
+func FuzzGateInspect(f *testing.F) {
+	ring, err := auth.NewRing(auth.Config{Secrets: []string{testSecret1, testSecret2}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	tc := baseTURN()
+	tc.Listen = config.Addrs{"127.0.0.1:0"}
+	tc.UDPSockets = 1
+	srv, err := New(Config{TURN: tc, Ring: ring, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = srv.Close() })
+	lo := netip.MustParseAddr("127.0.0.1")
+	udp := &gate{c: srv.c, gen: &relayGen{c: srv.c, v4: &famRelay{bind: lo, adv: lo}, minP: 61000, maxP: 61010}}
+	tcp := &gate{c: srv.c, gen: udp.gen, stream: true}
+
+	cr, err := ring.Mint("fuzz", time.Hour)
+	if err != nil {
+		f.Fatal(err)
+	}
+	signed := func(method stun.Method, attrs ...stun.Setter) []byte {
+		s := []stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}
+		s = append(s, attrs...)
+		s = append(s, stun.NewUsername(cr.Username), stun.NewRealm(tc.Realm), stun.NewNonce("nonce"),
+			stun.NewLongTermIntegrity(cr.Username, tc.Realm, cr.Password), stun.Fingerprint)
+		return stun.MustBuild(s...).Raw
+	}
+	peer := func(ip string) stun.Setter { return xorPeer{ap: netip.AddrPortFrom(netip.MustParseAddr(ip), 9)} }
+	f.Add(signed(stun.MethodAllocate, requestedUDP()))
+	f.Add(signed(stun.MethodAllocate, rawAttr{stun.AttrRequestedTransport, []byte{6, 0, 0, 0}}))
+	f.Add(signed(stun.MethodAllocate, requestedUDP(), requestedFamily(2)))
+	f.Add(signed(stun.MethodChannelBind, channelNumber(0x4000), peer("10.0.0.1")))
+	f.Add(signed(stun.MethodChannelBind, channelNumber(0x4000), peer("::ffff:169.254.169.254")))
+	f.Add(signed(stun.MethodChannelBind, channelNumber(0x4000), peer("8.8.8.8")))
+	f.Add(signed(stun.MethodCreatePermission, peer("64:ff9b::7f00:1")))
+	f.Add(stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedUDP()).Raw)
+	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
+	f.Add([]byte{0x40, 0x00, 0x00, 0x01, 0xAA, 0, 0, 0})
+	f.Add([]byte{})
+
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 5000}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, g := range []*gate{udp, tcp} {
+			r := &recordReplies{}
+			g.inspect(append([]byte(nil), b...), src, r)
+			if r.n > 1 || r.max > 256 {
+				t.Fatalf("gate answered %d times, largest %d bytes", r.n, r.max)
+			}
+		}
+	})
+}
