@@ -95,7 +95,7 @@ func startIcehubOpts(t *testing.T, o opts) *proc {
 	}
 	p.cfg = filepath.Join(t.TempDir(), "server.toml")
 	base := fmt.Sprintf(`turn.listen = "127.0.0.1:%d"
-turn.relay_ports = "43000-43999"
+turn.relay_ports = "62000-62999" # above the kernel's ephemeral ports, which test clients use
 turn.udp_sockets = 2
 signal.listen = "127.0.0.1:%d"
 admin.listen = "127.0.0.1:%d"

@@ -237,3 +237,34 @@ func TestSdNotify(t *testing.T) {
 	next("STOPPING=1")
 	<-p.exited
 }
+
+func TestNoCredentialOrSecretInLogs(t *testing.T) {
+	const secret = "never-log-this-secret"
+	p := startIcehub(t, "log.level = \"debug\"\nlog.format = \"json\"\nauth.secrets = [\""+secret+"\"]\nturn.allow_peers = [\"127.0.0.1/32\"]\n")
+	good := mint(t, secret, "logged-user", time.Hour)
+	r, err := allocate(t, p.turn, good.Username, good.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.echo(echoPeer(t), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	const wrong = "a-wrong-password-guess"
+	if _, err := allocate(t, p.turn, good.Username, wrong); err == nil {
+		t.Fatal("wrong password allocated")
+	}
+	ws := dialHub(t, p.signal)
+	welcome := turnEntry(t, ws.ice, p.turn)
+	ws.send(map[string]any{"type": "ice-servers"})
+	ws.expect("ice-servers")
+	time.Sleep(200 * time.Millisecond)
+	logs := p.Logs()
+	if !strings.Contains(logs, "turn allocation created") || !strings.Contains(logs, "logged-user") {
+		t.Fatalf("expected allocation lines in the debug log:\n%s", logs)
+	}
+	for name, s := range map[string]string{"secret": secret, "password": good.Password, "wrong password": wrong, "welcome credential": welcome.Credential} {
+		if strings.Contains(logs, s) {
+			t.Errorf("the log contains the %s %q", name, s)
+		}
+	}
+}

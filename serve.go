@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -55,6 +56,24 @@ func newLogger(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	return slog.New(slog.NewTextHandler(w, opts)), lv
 }
 
+// applyGC sets the garbage collector's target from server.gc_percent (0: Go's default, 100).
+// A GOGC environment variable, which the runtime has already applied, wins over the file.
+func applyGC(c config.Server, log *slog.Logger) {
+	if env := os.Getenv("GOGC"); env != "" {
+		if c.GCPercent != 0 {
+			log.Debug("GOGC environment variable set: server.gc_percent ignored", "GOGC", env)
+		}
+		return
+	}
+	p := c.GCPercent
+	if p == 0 {
+		p = 100
+	}
+	if old := debug.SetGCPercent(p); old != p {
+		log.Debug("gc percent set", "gc_percent", p, "was", old)
+	}
+}
+
 func parseLevel(s string) slog.Level {
 	var l slog.Level
 	_ = l.UnmarshalText([]byte(s)) // config validated the name
@@ -77,6 +96,7 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 	defer signal.Stop(sigs)
 	log, level := newLogger(cfg.Log, stderr)
 	a := &app{path: path, cfg: cfg, level: level, log: log}
+	applyGC(cfg.Server, log)
 	if len(cfg.Auth.Secrets) == 0 {
 		a.generated = auth.GenerateSecret()
 		log.Warn("no [auth] secrets configured: generated a random one for this run; credentials will not survive a restart and other nodes cannot verify them")
@@ -226,6 +246,7 @@ func (a *app) apply(cfg config.Config) error {
 	}
 	a.tlsMgr.swap(certs)
 	a.level.Set(parseLevel(cfg.Log.Level))
+	applyGC(cfg.Server, a.log)
 	a.cfg = cfg
 	return nil
 }

@@ -53,27 +53,39 @@ func writeCert(t *testing.T, dir string, serial int64) (certPath, keyPath string
 	return certPath, keyPath, pool
 }
 
-func TestUclientAgainstBinaryOverUDPAndTLS(t *testing.T) {
+// TestCoturnClientsAgainstBinary runs coturn's own test clients against the built binary:
+// the mapped address, relaying to an echo peer over UDP, TCP and TLS, client to client under
+// the default filter, and the echo peer unreachable without allow_peers.
+func TestCoturnClientsAgainstBinary(t *testing.T) {
 	certPath, keyPath, _ := writeCert(t, t.TempDir(), 1)
 	tlsPort := freePort(t)
-	p := startIcehub(t, fmt.Sprintf(`auth.secrets = ["uclient-binary-secret"]
-turn.allow_peers = ["127.0.0.1/32"]
-turn.tls_listen = ["127.0.0.1:%d"]
-turn.tls_cert = %q
-turn.tls_key = %q
-`, tlsPort, certPath, keyPath))
-	peer := startUDPEchoTool(t)
+	tlsConf := fmt.Sprintf("turn.tls_listen = [\"127.0.0.1:%d\"]\nturn.tls_cert = %q\nturn.tls_key = %q\n", tlsPort, certPath, keyPath)
+	open := startIcehub(t, "auth.secrets = [\"uclient-binary-secret\"]\nturn.allow_peers = [\"127.0.0.1/32\"]\n"+tlsConf)
+	closed := startIcehub(t, "auth.secrets = [\"uclient-binary-secret\"]\n") // default peer filter
+	peer := strconv.Itoa(startUDPEchoTool(t))
+
+	stunclient, err := exec.LookPath("turnutils_stunclient")
+	if err != nil {
+		t.Fatal("turnutils_stunclient not found: apt-get install coturn (bash .ci/test does it as root)")
+	}
+	out, err := exec.Command(stunclient, "-p", strconv.Itoa(open.turn), "127.0.0.1").CombinedOutput()
+	if err != nil || !regexp.MustCompile(`reflexive addr: 127\.0\.0\.1:\d+`).Match(out) {
+		t.Fatalf("turnutils_stunclient: %v\n%s", err, out)
+	}
+
+	base := []string{"-W", "uclient-binary-secret", "-u", "alice", "-n", "20", "-m", "2", "-l", "120"}
 	for _, c := range []struct {
 		name string
 		args []string
 	}{
-		{"udp", []string{"-p", strconv.Itoa(p.turn)}},
-		{"tls", []string{"-t", "-S", "-p", strconv.Itoa(tlsPort)}},
+		{"udp to echo peer", []string{"-e", "127.0.0.1", "-r", peer, "-p", strconv.Itoa(open.turn)}},
+		{"tcp to echo peer", []string{"-t", "-e", "127.0.0.1", "-r", peer, "-p", strconv.Itoa(open.turn)}},
+		{"tls to echo peer", []string{"-t", "-S", "-e", "127.0.0.1", "-r", peer, "-p", strconv.Itoa(tlsPort)}},
+		{"client to client, default filter", []string{"-y", "-p", strconv.Itoa(closed.turn)}},
+		{"client to client over tcp, default filter", []string{"-y", "-t", "-p", strconv.Itoa(closed.turn)}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			args := append([]string{"-W", "uclient-binary-secret", "-u", "alice", "-n", "20", "-m", "2", "-l", "120",
-				"-e", "127.0.0.1", "-r", strconv.Itoa(peer)}, c.args...)
-			out, err := runUclient(t, append(args, "127.0.0.1")...)
+			out, err := runUclient(t, append(append(append([]string{}, base...), c.args...), "127.0.0.1")...)
 			if err != nil {
 				t.Fatalf("turnutils_uclient: %v\n%s", err, out)
 			}
@@ -82,6 +94,17 @@ turn.tls_key = %q
 			}
 		})
 	}
+	t.Run("echo peer refused by default", func(t *testing.T) {
+		out, _ := runUclient(t, append(append([]string{}, base...), "-n", "5", "-m", "1", "-e", "127.0.0.1", "-r", peer,
+			"-p", strconv.Itoa(closed.turn), "127.0.0.1")...)
+		all := uclientTotals.FindAllStringSubmatch(out, -1)
+		if len(all) == 0 {
+			t.Fatalf("no summary:\n%s", out)
+		}
+		if last := all[len(all)-1]; last[1] == "0" || last[2] != "0" {
+			t.Fatalf("sent %s, received %s: the loopback echo peer must be unreachable:\n%s", last[1], last[2], out)
+		}
+	})
 }
 
 func TestTURNAndHTTPSShareOnePort(t *testing.T) {

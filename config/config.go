@@ -33,6 +33,10 @@ type Config struct {
 // Server holds process-wide settings.
 type Server struct {
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// GCPercent is the Go garbage collector's target (runtime/debug.SetGCPercent): the heap
+	// may grow this many percent over the live data before a collection. 0 leaves it to Go
+	// (the GOGC environment variable, else 100). A GOGC environment variable always wins.
+	GCPercent int `toml:"gc_percent"`
 }
 
 // Log selects the log level and format.
@@ -102,7 +106,7 @@ type Cluster struct {
 // Default returns the configuration icehub runs with when a key is absent.
 func Default() Config {
 	return Config{
-		Server: Server{ShutdownTimeout: Duration{10 * time.Second}},
+		Server: Server{ShutdownTimeout: Duration{10 * time.Second}, GCPercent: 200},
 		Log:    Log{Level: "info", Format: "text"},
 		TURN: TURN{
 			Listen:                Addrs{"0.0.0.0:3478"},
@@ -226,6 +230,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Server.ShutdownTimeout.Duration <= 0 {
 		return bad("server.shutdown_timeout", "must be above zero")
+	}
+	if c.Server.GCPercent < 0 || c.Server.GCPercent > 10000 {
+		return bad("server.gc_percent", "must be 0 (Go's default) or 1 to 10000, got %d", c.Server.GCPercent)
 	}
 	if len(c.TURN.Listen) == 0 {
 		return bad("turn.listen", "needs at least one host:port")

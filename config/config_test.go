@@ -70,6 +70,7 @@ func TestBadInputNamesKeyAndLine(t *testing.T) {
 		{"listen hostname", "[signal]\nlisten = \"example.org:80\"\n", "signal.listen", 2},
 		{"bad public ip", "[turn]\npublic_ip = \"1.2.3\"\n", "turn.public_ip", 2},
 		{"short secret", "[auth]\nsecrets = [\"abc\"]\n", "auth.secrets", 2},
+		{"gc percent negative", "[server]\ngc_percent = -1\n", "server.gc_percent", 2},
 		{"bad log level", "[log]\nlevel = \"loud\"\n", "log.level", 2},
 		{"tls without cert", "[turn]\ntls_listen = \"0.0.0.0:5349\"\n", "turn.tls_listen", 2},
 		{"bad ice url", "[signal]\nice_urls = [\"http://x\"]\n", "signal.ice_urls", 2},

@@ -21,7 +21,7 @@ func startTURN(t *testing.T, ring *auth.Ring) []string {
 	t.Helper()
 	tc := config.Default().TURN
 	tc.Listen = config.Addrs{"127.0.0.1:0"}
-	tc.RelayPorts = config.PortRange{Min: 42000, Max: 42999}
+	tc.RelayPorts = config.PortRange{Min: 63000, Max: 63999} // above the ephemeral ports
 	tc.UDPSockets = 1
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := turnserver.New(turnserver.Config{TURN: tc, Ring: ring, Logger: log})
