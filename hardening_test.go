@@ -1,20 +1,16 @@
 package main
 
 import (
-	"bufio"
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -47,82 +43,13 @@ func hardCreds(t *testing.T, user string) auth.Credentials {
 // startIcehubWrapped is startIcehub run under a wrapper command (e.g. prlimit).
 func startIcehubWrapped(t *testing.T, wrapper []string, extra string) *proc {
 	t.Helper()
-	p := &proc{turn: freePort(t), signal: freePort(t), admin: freePort(t), exited: make(chan struct{})}
-	p.cfg = filepath.Join(t.TempDir(), "server.toml")
-	base := fmt.Sprintf(`turn.listen = "127.0.0.1:%d"
-turn.relay_ports = "43000-43999"
-turn.udp_sockets = 2
-signal.listen = "127.0.0.1:%d"
-admin.listen = "127.0.0.1:%d"
-server.shutdown_timeout = "5s"
-`, p.turn, p.signal, p.admin)
-	if err := os.WriteFile(p.cfg, []byte(base+extra), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	argv := append(append([]string{}, wrapper...), binPath, "-config", p.cfg)
-	p.cmd = exec.Command(argv[0], argv[1:]...)
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan struct{})
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		once := sync.Once{}
-		for sc.Scan() {
-			line := sc.Text()
-			p.mu.Lock()
-			p.logs.WriteString(line + "\n")
-			p.mu.Unlock()
-			if strings.Contains(line, "icehub ready") {
-				once.Do(func() { close(ready) })
-			}
-		}
-		p.err = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		if t.Failed() {
-			t.Logf("icehub log (%s):\n%s", p.cfg, p.Logs())
-		}
-	})
-	select {
-	case <-ready:
-	case <-p.exited:
-		t.Fatalf("icehub exited before ready: %v\n%s", p.err, p.Logs())
-	case <-time.After(15 * time.Second):
-		t.Fatalf("icehub not ready in 15s\n%s", p.Logs())
-	}
-	return p
+	return startIcehubOpts(t, opts{extra: extra, wrapper: wrapper})
 }
 
-// adminMetric reads one unlabelled (or exactly labelled, "name{k=\"v\"}") series from
-// /metrics on a fresh connection, so the scrape leaves no idle connection behind.
+// adminMetric reads one unlabelled (or exactly labelled, "name{k=\"v\"}") series; 0 when absent.
 func adminMetric(t *testing.T, p *proc, series string) float64 {
 	t.Helper()
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.admin))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err == nil {
-				return f
-			}
-		}
-	}
-	return 0
+	return scrape(t, p)[series]
 }
 
 func openFDs(t *testing.T, pid int) int {

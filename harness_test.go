@@ -84,6 +84,7 @@ type opts struct {
 	extra      string
 	env        []string
 	signalPort int
+	wrapper    []string // run the binary under this command, e.g. prlimit
 }
 
 func startIcehubOpts(t *testing.T, o opts) *proc {
@@ -104,7 +105,8 @@ server.shutdown_timeout = "5s"
 	if err := os.WriteFile(p.cfg, []byte(base+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p.cmd = exec.Command(binPath, "-config", p.cfg)
+	argv := append(append([]string{}, o.wrapper...), binPath, "-config", p.cfg)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p.cmd.Env = append(os.Environ(), env...)
 	stderr, err := p.cmd.StderrPipe()

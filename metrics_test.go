@@ -13,10 +13,12 @@ import (
 	"github.com/pion/stun/v4"
 )
 
-// scrape reads the admin /metrics page into "name{labels}" → value.
+// scrape reads the admin /metrics page into "name{labels}" → value, on a fresh connection so
+// the scrape leaves no idle connection (and descriptor) behind.
 func scrape(t *testing.T, p *proc) map[string]float64 {
 	t.Helper()
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.admin))
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.admin))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,12 +122,12 @@ func startIcehubNode(dir, name, bin, extra string) (*proc, error) {
 	if err := os.WriteFile(cfg, []byte(icehubConfig(ports[0], ports[1], ports[2])+extra), 0o600); err != nil {
 		return nil, err
 	}
+	turn := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: ports[0]}
 	sig := "127.0.0.1:" + strconv.Itoa(ports[1])
-	p, err := start(dir, name, []string{bin, "-config", cfg}, dir, tcpReady(sig))
+	p, err := start(dir, name, []string{bin, "-config", cfg}, dir, all(stunReady(turn), tcpReady(sig)))
 	if err != nil {
 		return nil, err
 	}
-	p.http = sig
-	p.turn = &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: ports[0]}
+	p.turn, p.http, p.admin = turn, sig, "127.0.0.1:"+strconv.Itoa(ports[2])
 	return p, nil
 }

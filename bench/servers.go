@@ -24,12 +24,13 @@ const (
 
 // proc is a server the harness started; its PID is what CPU and RSS are read from.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	turn *net.UDPAddr // STUN/TURN address, if any
-	http string       // signaling host:port, if any
-	done chan struct{}
+	name  string
+	cmd   *exec.Cmd
+	log   string
+	turn  *net.UDPAddr // STUN/TURN address, if any
+	http  string       // signaling host:port, if any
+	admin string       // icehub's admin host:port (metrics, pprof), if any
+	done  chan struct{}
 }
 
 func (p *proc) pid() int { return p.cmd.Process.Pid }
@@ -177,26 +178,11 @@ listen = "127.0.0.1:%d"
 }
 
 func startIcehub(dir, bin string) (*proc, error) {
-	var ports [3]int
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			return nil, err
-		}
-		ports[i] = p
-	}
-	cfg := filepath.Join(dir, "icehub.toml")
-	if err := os.WriteFile(cfg, []byte(icehubConfig(ports[0], ports[1], ports[2])), 0o600); err != nil {
-		return nil, err
-	}
-	turn := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: ports[0]}
-	sig := "127.0.0.1:" + strconv.Itoa(ports[1])
-	p, err := start(dir, "icehub", []string{bin, "-config", cfg}, dir, all(stunReady(turn), tcpReady(sig)))
+	p, err := startIcehubNode(dir, "icehub", bin, "")
 	if err != nil {
 		return nil, err
 	}
-	p.turn, p.http = turn, sig
-	fmt.Fprintf(os.Stderr, "  icehub pid %d: turn %v, signal %s, admin (pprof) 127.0.0.1:%d\n", p.pid(), turn, sig, ports[2])
+	fmt.Fprintf(os.Stderr, "  icehub pid %d: turn %v, signal %s, admin (pprof) %s\n", p.pid(), p.turn, p.http, p.admin)
 	return p, nil
 }
 

@@ -24,29 +24,12 @@ import (
 // with its own Prometheus registry, a raw STUN/TURN client that can put any bytes on the wire,
 // and "sinks" — listeners that must never receive anything the relay was asked to forward.
 
-// startServerReg is startServer with a fresh Prometheus registry the test can gather.
+// startServerReg is startServer with a fresh Prometheus registry the test can gather. It
+// logs at warn: refusals are logged at info, one line each, and thousands would drown the output.
 func startServerReg(t *testing.T, mod func(*config.TURN)) (*testServer, *prometheus.Registry) {
 	t.Helper()
-	tc := baseTURN()
-	if mod != nil {
-		mod(&tc)
-	}
-	ring, err := auth.NewRing(auth.Config{Secrets: []string{testSecret1, testSecret2}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &testWriter{w: t.Output()}
-	t.Cleanup(w.stop)
-	// Refusals are logged at info, one line each; thousands of them would drown the output.
-	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	reg := prometheus.NewRegistry()
-	srv, err := New(Config{TURN: tc, Ring: ring, Logger: log, Registerer: reg})
-	if err != nil {
-		t.Fatalf("New: %v", err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	addrs := srv.Addrs()
-	return &testServer{srv: srv, ring: ring, udp: addrs[0].String(), tcp: addrs[1].String(), turn: tc}, reg
+	return newTestServer(t, mod, slog.LevelWarn, reg), reg
 }
 
 // gathered returns the value of the series name{labels} (counter or gauge); 0 when absent.

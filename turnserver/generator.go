@@ -186,6 +186,21 @@ type sendDecision struct {
 	refused prometheus.Counter // peer_refused_total{range} when !ok
 }
 
+// sendAllowedCached is the per-packet peer check through a relay's one-entry cache, which
+// holds until the peer, the settings or the set of live relays change; drops are counted.
+func sendAllowedCached(c *core, cache *atomic.Pointer[sendDecision], network string, peer netip.AddrPort) bool {
+	set, gen := c.settings.Load(), c.relays.gen.Load()
+	d := cache.Load()
+	if d == nil || d.peer != peer || d.set != set || d.gen != gen {
+		d = newSendDecision(c, network, peer, set, gen)
+		cache.Store(d)
+	}
+	if !d.ok {
+		d.refused.Inc()
+	}
+	return d.ok
+}
+
 func newSendDecision(c *core, network string, peer netip.AddrPort, set *settings, gen uint64) *sendDecision {
 	d := &sendDecision{peer: peer, set: set, gen: gen}
 	var name string
@@ -204,15 +219,7 @@ func (r *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (r *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	peer := addrPortOf(addr)
-	set, gen := r.c.settings.Load(), r.c.relays.gen.Load()
-	d := r.cache.Load()
-	if d == nil || d.peer != peer || d.set != set || d.gen != gen {
-		d = newSendDecision(r.c, "udp", peer, set, gen)
-		r.cache.Store(d)
-	}
-	if !d.ok {
-		d.refused.Inc()
+	if !sendAllowedCached(r.c, &r.cache, "udp", addrPortOf(addr)) {
 		return len(p), nil // dropped like any datagram; the client was told 403 at permission time
 	}
 	n, err := r.UDPConn.WriteTo(p, addr)

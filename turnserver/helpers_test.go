@@ -2,6 +2,7 @@ package turnserver
 
 import (
 	"errors"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
@@ -43,6 +44,13 @@ func baseTURN() config.TURN {
 
 func startServer(t *testing.T, mod func(*config.TURN)) *testServer {
 	t.Helper()
+	return newTestServer(t, mod, slog.LevelInfo, nil)
+}
+
+// newTestServer starts a server on loopback with both test secrets, logging at level into
+// the test's output, and exporting metrics to reg when it is not nil.
+func newTestServer(t *testing.T, mod func(*config.TURN), level slog.Level, reg prometheus.Registerer) *testServer {
+	t.Helper()
 	tc := baseTURN()
 	if mod != nil {
 		mod(&tc)
@@ -53,8 +61,8 @@ func startServer(t *testing.T, mod func(*config.TURN)) *testServer {
 	}
 	w := &testWriter{w: t.Output()}
 	t.Cleanup(w.stop) // registered first, so it runs after the server's Close
-	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	srv, err := New(Config{TURN: tc, Ring: ring, Logger: log})
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	srv, err := New(Config{TURN: tc, Ring: ring, Logger: log, Registerer: reg})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

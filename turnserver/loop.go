@@ -426,16 +426,7 @@ func (r *loopRelay) ReadFrom(p []byte) (int, net.Addr, error) {
 
 // allowed is the per-packet peer check, cached for the last peer.
 func (r *loopRelay) allowed(peer netip.AddrPort) bool {
-	set, gen := r.c.settings.Load(), r.c.relays.gen.Load()
-	d := r.cache.Load()
-	if d == nil || d.peer != peer || d.set != set || d.gen != gen {
-		d = newSendDecision(r.c, "udp", peer, set, gen)
-		r.cache.Store(d)
-	}
-	if !d.ok {
-		d.refused.Inc()
-	}
-	return d.ok
+	return sendAllowedCached(r.c, &r.cache, "udp", peer)
 }
 
 func (r *loopRelay) WriteTo(p []byte, addr net.Addr) (int, error) {
