@@ -318,6 +318,9 @@ const (
 // frameConn hands pion's STUN framer one whole, inspected frame per Read. After a
 // ConnectionBind the connection carries raw peer data (RFC 6062), so it turns transparent.
 type frameConn struct {
+	// mu serializes Read: after a ConnectionBind pion reads the connection from a copy
+	// goroutine while its read loop may still call Read once more, and bufio is not safe for that.
+	mu sync.Mutex
 	net.Conn
 	g       *gate
 	br      *bufio.Reader
@@ -330,6 +333,8 @@ type frameConn struct {
 func (c *frameConn) authenticated() { c.authed = true }
 
 func (c *frameConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if len(c.pending) > 0 {
 		n := copy(p, c.pending)
 		c.pending = c.pending[n:]
