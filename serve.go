@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -18,9 +16,6 @@ import (
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"icehub/auth"
 	"icehub/config"
@@ -107,11 +102,7 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 	}
 	a.ring = ring
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "icehub_build_info", Help: "Always 1; the version label says which build runs."}, []string{"version"})
-	buildInfo.WithLabelValues(version).Set(1)
-	reg.MustRegister(buildInfo)
+	reg := newRegistry()
 
 	if a.tlsMgr, err = loadCerts(cfg); err != nil {
 		return err
@@ -160,29 +151,9 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 
 	var stopping atomic.Bool
 	if cfg.Admin.Listen != "" {
-		admLn, err := net.Listen("tcp", cfg.Admin.Listen)
-		if err != nil {
-			return fmt.Errorf("admin.listen: %w", err)
+		if a.admin, err = startAdmin(cfg.Admin.Listen, reg, &stopping, log); err != nil {
+			return err
 		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		health := func(w http.ResponseWriter, _ *http.Request) {
-			if stopping.Load() {
-				http.Error(w, "stopping", http.StatusServiceUnavailable)
-				return
-			}
-			io.WriteString(w, "ok\n")
-		}
-		mux.HandleFunc("GET /healthz", health)
-		mux.HandleFunc("GET /readyz", health)
-		// Profiles for `go tool pprof http://ADMIN/debug/pprof/profile` under load.
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		a.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go a.admin.Serve(admLn) //nolint:errcheck // ends with Shutdown
-		log.Info("admin listening", "addr", admLn.Addr().String())
 	}
 
 	turnAddrs := make([]string, 0, len(a.turn.Addrs()))
@@ -270,8 +241,8 @@ func sameListeners(old, cur config.Config) error {
 		return errors.New("admin.listen changed: restart to apply")
 	case old.Log.Format != cur.Log.Format:
 		return errors.New("log.format changed: restart to apply")
-	case old.Cluster.RedisURL != cur.Cluster.RedisURL:
-		return errors.New("cluster.redis_url changed: restart to apply")
+	case old.Cluster != cur.Cluster:
+		return errors.New("a [cluster] key changed: restart to apply")
 	}
 	return nil
 }
