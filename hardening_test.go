@@ -16,7 +16,6 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/pion/stun/v4"
-	"github.com/pion/turn/v5"
 
 	"icehub/auth"
 )
@@ -146,19 +145,8 @@ func TestHardeningOwnPortsRefused(t *testing.T) {
 		t.Fatalf("relay got %d bytes back from %s: the server relayed into its own port", n, from)
 	}
 
-	conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.turn), 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := fmt.Sprintf("127.0.0.1:%d", p.turn)
-	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: server, TURNServerAddr: server,
-		Conn: turn.NewSTUNConn(conn), Username: cr.Username, Password: cr.Password, RTO: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
+	c, conn := tcpTURNClient(t, p.turn, cr)
+	defer conn.Close()
 	defer c.Close()
 	alloc, err := c.AllocateTCP()
 	if err != nil {
@@ -349,19 +337,7 @@ func TestHardeningSoakChurn(t *testing.T) {
 	round := func(i int) {
 		clientToClient(t, p, "soak"+strconv.Itoa(i%3))
 		cr := hardCreds(t, "soak-tcp")
-		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p.turn), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		server := fmt.Sprintf("127.0.0.1:%d", p.turn)
-		c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: server, TURNServerAddr: server,
-			Conn: turn.NewSTUNConn(conn), Username: cr.Username, Password: cr.Password, RTO: 200 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Listen(); err != nil {
-			t.Fatal(err)
-		}
+		c, conn := tcpTURNClient(t, p.turn, cr)
 		a, err := c.AllocateTCP()
 		if err != nil {
 			t.Fatalf("AllocateTCP: %v", err)

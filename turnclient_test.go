@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/pion/turn/v5"
+
+	"icehub/auth"
 )
 
 // echoPeer is a UDP echo server on loopback, the "peer" a relay sends to.
@@ -80,4 +82,24 @@ func (r *relay) echo(peer net.Addr, payload []byte) error {
 		lastErr = err
 	}
 	return fmt.Errorf("no echo: %v", lastErr)
+}
+
+// tcpTURNClient is a pion client talking to icehub over TCP, listening; the caller closes
+// both (pion's Close leaves the connection open).
+func tcpTURNClient(t *testing.T, turnPort int, cr auth.Credentials) (*turn.Client, net.Conn) {
+	t.Helper()
+	server := fmt.Sprintf("127.0.0.1:%d", turnPort)
+	conn, err := net.DialTimeout("tcp", server, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: server, TURNServerAddr: server,
+		Conn: turn.NewSTUNConn(conn), Username: cr.Username, Password: cr.Password, RTO: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	return c, conn
 }
