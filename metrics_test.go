@@ -99,7 +99,7 @@ func TestMetricsFollowTraffic(t *testing.T) {
 	}{
 		{`icehub_turn_allocations_active`, 1, false},
 		{`icehub_turn_allocations_total`, 1, false},
-		{`icehub_turn_quota_refused_total{kind="user"}`, 1, false},
+		{`icehub_turn_quota_refused_total{kind="user"}`, 1, true}, // a retransmitted Allocate is refused again
 		{`icehub_turn_auth_failures_total{reason="bad_signature"}`, 1, true},
 		{`icehub_turn_peer_refused_total{range="private"}`, 1, true},
 		{`icehub_turn_stun_bindings_total`, 2, true},
