@@ -13,6 +13,7 @@ import (
 
 	"github.com/pion/stun/v4"
 
+	"icehub/auth"
 	"icehub/config"
 )
 
@@ -190,18 +191,7 @@ func TestUnauthenticatedFlood(t *testing.T) {
 		def := config.Default().TURN
 		c.UnauthRate, c.UnauthBurst = def.UnauthRate, def.UnauthBurst
 	})
-	peer := udpEcho(t)
-	cr := ts.creds(t, "legit")
-	c := udpClient(t, ts.udp, cr.Username, cr.Password)
-	relay, err := c.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Close()
-	if err := c.CreatePermission(peer); err != nil {
-		t.Fatal(err)
-	}
-	roundTrip(t, relay, peer, "warm up")
+	cr, relay, peer := legitRelay(t, ts, "warm up")
 
 	const total, ips, perIP = 10000, 50, 4
 	floodDur := 2500 * time.Millisecond
@@ -261,18 +251,7 @@ func TestUnauthenticatedFlood(t *testing.T) {
 // relaying during and after, the server closes garbage TCP streams, and stays up.
 func TestMalformedInputLive(t *testing.T) {
 	ts, _ := startServerReg(t, loopbackAllowed)
-	peer := udpEcho(t)
-	cr := ts.creds(t, "legit")
-	c := udpClient(t, ts.udp, cr.Username, cr.Password)
-	relay, err := c.Allocate()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Close()
-	if err := c.CreatePermission(peer); err != nil {
-		t.Fatal(err)
-	}
-	roundTrip(t, relay, peer, "before")
+	cr, relay, peer := legitRelay(t, ts, "before")
 
 	alloc := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedUDP(),
 		stun.NewUsername(cr.Username), stun.NewRealm("icehub"), stun.NewNonce("n"),
@@ -358,4 +337,23 @@ func TestMalformedInputLive(t *testing.T) {
 		t.Fatalf("TCP client after the garbage: %v", err)
 	}
 	r2.Close()
+}
+
+// legitRelay gives user "legit" an allocation with a permission to a fresh echo peer, checked
+// by one round trip: the client whose service the abuse tests watch.
+func legitRelay(t *testing.T, ts *testServer, warm string) (auth.Credentials, net.PacketConn, *net.UDPAddr) {
+	t.Helper()
+	peer := udpEcho(t)
+	cr := ts.creds(t, "legit")
+	c := udpClient(t, ts.udp, cr.Username, cr.Password)
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = relay.Close() })
+	if err := c.CreatePermission(peer); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, relay, peer, warm)
+	return cr, relay, peer
 }
