@@ -31,3 +31,5 @@ require (
 	golang.org/x/crypto v0.57.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/pion/stun/v4 => ./tempfork/pion-stun
