@@ -31,6 +31,7 @@ const MaxUserLen = 128
 // use, and Set swaps the secrets atomically so a reload never races a verification.
 type Ring struct {
 	secrets atomic.Pointer[[]string]
+	epoch   atomic.Uint64
 	now     func() time.Time
 }
 
@@ -59,8 +60,13 @@ func (r *Ring) Set(secrets []string) error {
 	}
 	cp := append([]string(nil), secrets...)
 	r.secrets.Store(&cp)
+	r.epoch.Add(1)
 	return nil
 }
+
+// Epoch changes whenever Set changes the secrets, so caches of what was derived from them
+// know when to forget it.
+func (r *Ring) Epoch() uint64 { return r.epoch.Load() }
 
 // GenerateSecret returns a random 32-byte secret, base64url encoded.
 func GenerateSecret() string {

@@ -51,6 +51,7 @@ type core struct {
 	m        *metrics
 	settings atomic.Pointer[settings]
 	keys     *keyCache
+	memo     *keyMemo
 	quotas   *quotas
 	relays   *relaySet
 	now      func() time.Time

@@ -12,7 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/pion/stun/v4"
-	"github.com/pion/turn/v5"
 )
 
 // gate inspects every client message before pion sees it. It verifies MESSAGE-INTEGRITY
@@ -86,16 +85,15 @@ func (g *gate) allowUnauth(src net.Addr) bool {
 
 // verify finds the secret whose key checks the message's MESSAGE-INTEGRITY.
 func (g *gate) verify(b, username []byte) (*stun.Message, []byte, string, bool) {
-	user, passwords, err := g.c.ring.Passwords(string(username))
-	if err != nil {
+	user, keys, ok := g.c.memo.keys(g.c.ring, g.c.realm, string(username), g.c.now())
+	if !ok {
 		return nil, nil, "", false
 	}
 	msg := &stun.Message{Raw: append([]byte(nil), b...)}
 	if err := msg.Decode(); err != nil {
 		return nil, nil, "", false
 	}
-	for _, pw := range passwords {
-		key := turn.GenerateAuthKey(string(username), g.c.realm, pw)
+	for _, key := range keys {
 		if stun.MessageIntegrity(key).Check(msg) == nil {
 			return msg, key, user, true
 		}

@@ -87,7 +87,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	c := &core{
 		log: log, ring: cfg.Ring, realm: t.Realm, m: m,
-		keys: newKeyCache(), quotas: newQuotas(), relays: newRelaySet(), now: time.Now,
+		keys: newKeyCache(), memo: newKeyMemo(), quotas: newQuotas(), relays: newRelaySet(), now: time.Now,
 	}
 	c.settings.Store(newSettings(t, nil))
 
