@@ -3,9 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"os"
-	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -26,51 +23,6 @@ func (r allocResult) String() string {
 		s += fmt.Sprintf(", first error: %v", r.firstErr)
 	}
 	return s
-}
-
-// allocRate has par workers loop for dur: open a socket, Allocate the way a new client does
-// (bare request, 401, authenticated request), Refresh with LIFETIME 0, close. The rate
-// counts completed allocations.
-func allocRate(server *net.UDPAddr, secret string, par int, dur time.Duration, pid int) allocResult {
-	var ok, bad atomic.Uint64
-	var errOnce sync.Once
-	var firstErr error
-	var wg sync.WaitGroup
-	var seq atomic.Uint32
-	deadline := time.Now().Add(dur)
-	cpu, self := startCPU(pid), startCPU(os.Getpid())
-	start := time.Now()
-	for w := 0; w < par; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) {
-				// A new socket per allocation, from 127.0.0.2-254 in turn: coturn keeps a
-				// deallocated 5-tuple for a while and answers a new Allocate on it with 437,
-				// and the kernel reuses one address's ephemeral ports quickly.
-				src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(2+seq.Add(1)%253))}
-				c, err := dialTURNFrom(src, server, secret, fmt.Sprintf("rate%d", w))
-				if err == nil {
-					err = c.allocate()
-					if err == nil {
-						ok.Add(1)
-						_ = c.deallocate()
-					}
-					c.close()
-				}
-				if err != nil {
-					errOnce.Do(func() { firstErr = err })
-					if bad.Add(1) > 1000 && ok.Load() == 0 {
-						return // the server is not answering; do not spin
-					}
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	r := allocResult{allocs: ok.Load(), failed: bad.Load(), dur: time.Since(start), firstErr: firstErr}
-	r.cpu, r.gen = cpu.perUnit(r.allocs), self.perUnit(r.allocs)
-	return r
 }
 
 // rssResult is the server's memory with n live allocations.

@@ -115,3 +115,68 @@ func TestParseRates(t *testing.T) {
 		t.Fatal("10x accepted")
 	}
 }
+
+// The allocation driver builds its requests by hand; pion/stun must read them as a server
+// would, with the MESSAGE-INTEGRITY verifying under the long-term key.
+func TestHandBuiltRequestsVerify(t *testing.T) {
+	w := &allocWorker{username: "1700003600:alice", password: "Ji4axghh2/aljHmsPgH9mtDGVLw=", nonce: []byte("abc12")}
+	w.learnRealm("example.org")
+	copy(w.txid[:], "0123456789ab")
+	key := stun.NewLongTermIntegrity(w.username, w.realm, w.password)
+	for _, tc := range []struct {
+		name   string
+		method uint16
+		auth   bool
+		attr   stun.AttrType
+		want   []byte
+	}{
+		{"bare Allocate", stunAllocate, false, stun.AttrRequestedTransport, []byte{17, 0, 0, 0}},
+		{"Allocate", stunAllocate, true, stun.AttrRequestedTransport, []byte{17, 0, 0, 0}},
+		{"Refresh 0", stunRefresh, true, stun.AttrLifetime, []byte{0, 0, 0, 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &stun.Message{Raw: w.appendRequest(nil, tc.method, tc.auth)}
+			if err := m.Decode(); err != nil {
+				t.Fatal(err)
+			}
+			if m.Type.Method != stun.Method(tc.method) || m.Type.Class != stun.ClassRequest || string(m.TransactionID[:]) != "0123456789ab" {
+				t.Fatalf("type %v, transaction %q", m.Type, m.TransactionID)
+			}
+			if v, err := m.Get(tc.attr); err != nil || !bytes.Equal(v, tc.want) {
+				t.Fatalf("%v = % x, %v", tc.attr, v, err)
+			}
+			_, hasMI := m.Attributes.Get(stun.AttrMessageIntegrity)
+			if hasMI != tc.auth {
+				t.Fatalf("MESSAGE-INTEGRITY present %v, want %v", hasMI, tc.auth)
+			}
+			if tc.auth {
+				if err := key.Check(m); err != nil {
+					t.Fatalf("integrity: %v", err)
+				}
+				var nonce stun.Nonce
+				if err := nonce.GetFrom(m); err != nil || string(nonce) != "abc12" {
+					t.Fatalf("nonce %q, %v", nonce, err)
+				}
+			}
+		})
+	}
+}
+
+func TestParseReplyReadsChallenge(t *testing.T) {
+	var txid [12]byte
+	copy(txid[:], "0123456789ab")
+	m := stun.MustBuild(stun.NewTransactionIDSetter(txid), stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
+		stun.CodeUnauthorized, stun.NewRealm("example.org"), stun.NewNonce("n0nce"), stun.Fingerprint)
+	r, ok := parseReply(m.Raw, &txid)
+	if !ok || r.typ != 0x0113 || r.code != 401 || string(r.realm) != "example.org" || string(r.nonce) != "n0nce" {
+		t.Fatalf("parseReply = %+v, %v", r, ok)
+	}
+	other := txid
+	other[0] ^= 1
+	if _, ok := parseReply(m.Raw, &other); ok {
+		t.Fatal("an answer to another transaction was taken")
+	}
+	if _, ok := parseReply(m.Raw[:30], &txid); ok {
+		t.Fatal("a truncated answer was taken")
+	}
+}
