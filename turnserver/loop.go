@@ -271,10 +271,10 @@ func (l *relayLoop) remove(r *loopRelay) {
 	defer l.mu.Unlock()
 	if l.relays[int32(r.fd)] == r {
 		delete(l.relays, int32(r.fd))
-		if !l.closed {
-			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, r.fd, nil)
-		}
 	}
+	// Closing the socket takes it out of the epoll set (nothing dups it), so no
+	// EPOLL_CTL_DEL: one syscall less per allocation. An event the loop already holds for
+	// this descriptor finds no relay under it in l.relays.
 	r.rawSock.close()
 }
 
