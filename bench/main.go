@@ -24,6 +24,8 @@ modes:
   alloc      allocations set up per second (Allocate with 401 round, then Refresh lifetime 0)
   rss        hold N live allocations and read the server's VmRSS
   signaling  WebSocket ping-pong in rooms of two, and RSS per idle connection
+  floor      the signaling ping-pong through a Go relay that only copies TCP bytes: the
+             ceiling any Go hub has on this machine
   soak       build and start icehub, churn allocations and WebSockets for -duration (5m),
              report RSS, goroutines and open fds at start and end (must return to baseline)
   compare    build icehub, run it and coturn (and the socket.io baseline) alternately on
@@ -50,6 +52,10 @@ func main() {
 		err = cmdRSS(args)
 	case "signaling":
 		err = cmdSignaling(args)
+	case "floor":
+		err = cmdFloor(args)
+	case "tcprelay": // floor's relay process
+		err = cmdTCPRelay(args)
 	case "compare":
 		err = cmdCompare(args)
 	case "cluster":
