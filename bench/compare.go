@@ -58,6 +58,7 @@ type turnFigures struct {
 
 type sigFigures struct {
 	rate, cpuUS, idleKiB float64
+	floor                float64 // messages/s through the byte-copying relay (floor mode)
 	p50, p99             time.Duration
 	notes                []string
 }
@@ -275,5 +276,11 @@ func sigRound(o *compareOpts, hub, sio *sigFigures) {
 			}
 		}
 		stopTracked(p)
+	}
+	if rate, _, _, err := runFloor(o.pairs, 200, o.short); err != nil {
+		hub.notes = append(hub.notes, "floor: "+err.Error())
+	} else {
+		fmt.Fprintf(os.Stderr, "  floor: %.0f messages/s through a byte-copying Go TCP relay\n", rate)
+		hub.floor = max(hub.floor, rate)
 	}
 }

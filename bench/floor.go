@@ -27,27 +27,33 @@ func cmdFloor(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	relay := exec.Command(os.Args[0], "tcprelay")
-	out, err := relay.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	relay.Stderr = os.Stderr
-	if err := relay.Start(); err != nil {
-		return err
-	}
-	defer func() { _ = relay.Process.Kill(); _ = relay.Wait() }()
-	addr, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("tcprelay did not start: %w", err)
-	}
-	rate, srv, gen, err := floorPingPong(addr[:len(addr)-1], relay.Process.Pid, *pairs, *size, *dur)
+	rate, srv, gen, err := runFloor(*pairs, *size, *dur)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("floor: %.0f messages/s through a byte-copying Go TCP relay (%d pairs, %d-byte messages); relay cpu/message %.1f µs (generator %.1f µs)\n",
 		rate, *pairs, *size, srv, gen)
 	return nil
+}
+
+// runFloor starts this program's tcprelay mode as the relay process and runs the ping-pong
+// through it.
+func runFloor(pairs, size int, dur time.Duration) (rate, srvCPU, genCPU float64, err error) {
+	relay := exec.Command(os.Args[0], "tcprelay")
+	out, err := relay.StdoutPipe()
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	relay.Stderr = os.Stderr
+	if err := relay.Start(); err != nil {
+		return 0, 0, 0, err
+	}
+	defer func() { _ = relay.Process.Kill(); _ = relay.Wait() }()
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("tcprelay did not start: %w", err)
+	}
+	return floorPingPong(addr[:len(addr)-1], relay.Process.Pid, pairs, size, dur)
 }
 
 // cmdTCPRelay is the floor's relay: every two accepted connections are joined both ways.

@@ -121,6 +121,8 @@ func sigTable(o *compareOpts, hub, sio sigFigures) string {
 		{n: "6a", figure: "one-way latency p50", a: ms(hub.p50), b: ms(sio.p50), fa: num(ms(hub.p50), " ms", 2), fb: num(ms(sio.p50), " ms", 2)},
 		{n: "6b", figure: "one-way latency p99", a: ms(hub.p99), b: ms(sio.p99), fa: num(ms(hub.p99), " ms", 2), fb: num(ms(sio.p99), " ms", 2)},
 		{n: "6c", figure: "server CPU per message", a: hub.cpuUS, b: sio.cpuUS, fa: num(hub.cpuUS, " µs", 1), fb: num(sio.cpuUS, " µs", 1)},
+		{n: "6d", figure: "ceiling: the same ping-pong through a Go relay that only copies TCP bytes (`go run ./bench floor`), messages/s",
+			a: hub.floor, b: sio.rate, fa: num(hub.floor, "/s", 0), fb: num(sio.rate, "/s", 0)},
 		{n: "7", figure: fmt.Sprintf("RSS per idle connection at %s connections, KiB", num(float64(o.idle), "", 0)), a: hub.idleKiB, b: sio.idleKiB,
 			fa: num(hub.idleKiB, " KiB", 1), fb: num(sio.idleKiB, " KiB", 1), target: 20, absolute: true},
 	}
