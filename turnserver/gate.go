@@ -85,7 +85,7 @@ func (g *gate) allowUnauth(src net.Addr) bool {
 
 // verify finds the secret whose key checks the message's MESSAGE-INTEGRITY.
 func (g *gate) verify(b, username []byte) (*stun.Message, []byte, string, bool) {
-	user, keys, ok := g.c.memo.keys(g.c.ring, g.c.realm, string(username), g.c.now())
+	e, ok := g.c.memo.keys(g.c.ring, g.c.realm, string(username), g.c.now())
 	if !ok {
 		return nil, nil, "", false
 	}
@@ -93,9 +93,10 @@ func (g *gate) verify(b, username []byte) (*stun.Message, []byte, string, bool) 
 	if err := msg.Decode(); err != nil {
 		return nil, nil, "", false
 	}
-	for _, key := range keys {
+	for _, key := range e.keys {
 		if stun.MessageIntegrity(key).Check(msg) == nil {
-			return msg, key, user, true
+			g.c.memo.remember(string(username), e)
+			return msg, key, e.user, true
 		}
 	}
 	return nil, nil, "", false

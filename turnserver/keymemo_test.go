@@ -26,32 +26,41 @@ func TestKeyMemoFollowsSecretsAndExpiry(t *testing.T) {
 		}
 		return ks
 	}
-	check := func(label string, wantKeys [][]byte) {
+	check := func(label string, wantKeys [][]byte, fromMemo bool) memoEntry {
 		t.Helper()
-		user, keys, ok := m.keys(ring, "example.org", username, now)
-		if !ok || user != "alice" || len(keys) != len(wantKeys) {
-			t.Fatalf("%s: user %q, %d keys, ok %v", label, user, len(keys), ok)
+		e, ok := m.keys(ring, "example.org", username, now)
+		if !ok || e.user != "alice" || len(e.keys) != len(wantKeys) || e.remembered != fromMemo {
+			t.Fatalf("%s: user %q, %d keys, ok %v, from memo %v", label, e.user, len(e.keys), ok, e.remembered)
 		}
-		for i := range keys {
-			if !bytes.Equal(keys[i], wantKeys[i]) {
+		for i := range e.keys {
+			if !bytes.Equal(e.keys[i], wantKeys[i]) {
 				t.Fatalf("%s: key %d differs", label, i)
 			}
 		}
+		return e
 	}
-	check("first", want("one", "two"))
-	check("remembered", want("one", "two"))
+	// Until a message verified with them, keys are derived each time and take no space.
+	e := check("first", want("one", "two"), false)
+	check("not verified yet", want("one", "two"), false)
+	m.remember(username, e)
+	check("remembered", want("one", "two"), true)
 
-	// A reload that removes a secret must take its key away at once.
+	// A reload that removes a secret must take its key away at once, and keys derived
+	// before it must not be remembered after it.
+	stale := e
+	stale.remembered = false
 	if err := ring.Set([]string{"three"}); err != nil {
 		t.Fatal(err)
 	}
-	check("after reload", want("three"))
+	check("after reload", want("three"), false)
+	m.remember(username, stale)
+	check("stale keys not remembered", want("three"), false)
 
 	now = now.Add(2 * time.Minute)
-	if _, _, ok := m.keys(ring, "example.org", username, now); ok {
+	if _, ok := m.keys(ring, "example.org", username, now); ok {
 		t.Fatal("an expired username still has keys")
 	}
-	if _, _, ok := m.keys(ring, "example.org", "not-a-rest-username", now); ok {
+	if _, ok := m.keys(ring, "example.org", "not-a-rest-username", now); ok {
 		t.Fatal("a malformed username has keys")
 	}
 }
