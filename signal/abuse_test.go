@@ -12,6 +12,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"icehub/config"
+	"icehub/internal/metrictest"
 )
 
 func heapInUse() uint64 {
@@ -158,12 +159,12 @@ func TestManyDeadPeersReaped(t *testing.T) {
 		}
 	}()
 	eventually(t, 5*time.Second, "dead peers connected", func() bool {
-		return metricValue(t, e.reg, "icehub_signal_connections", nil) >= 52
+		return metrictest.Value(t, e.reg, "icehub_signal_connections", nil) >= 52
 	})
 	start := time.Now()
-	for i := 0; metricValue(t, e.reg, "icehub_signal_connections", nil) > 2; i++ {
+	for i := 0; metrictest.Value(t, e.reg, "icehub_signal_connections", nil) > 2; i++ {
 		if time.Since(start) > 10*time.Second {
-			t.Fatalf("dead peers still connected after 10s: %v", metricValue(t, e.reg, "icehub_signal_connections", nil))
+			t.Fatalf("dead peers still connected after 10s: %v", metrictest.Value(t, e.reg, "icehub_signal_connections", nil))
 		}
 		a.send(map[string]any{"type": "message", "room": "live", "data": i})
 		if f := b.expect("message"); string(f.Data) != fmt.Sprint(i) {

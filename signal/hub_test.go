@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"icehub/config"
+	"icehub/internal/metrictest"
 )
 
 func TestJoinAnnouncesToOthers(t *testing.T) {
@@ -22,10 +23,10 @@ func TestJoinAnnouncesToOthers(t *testing.T) {
 	if f := a.expect("peer-joined"); f.ID != b.id || f.Room != "r1" {
 		t.Fatalf("peer-joined = %+v", f)
 	}
-	if got := metricValue(t, e.reg, "icehub_signal_rooms", nil); got != 1 {
+	if got := metrictest.Value(t, e.reg, "icehub_signal_rooms", nil); got != 1 {
 		t.Fatalf("rooms gauge = %v", got)
 	}
-	if got := metricValue(t, e.reg, "icehub_signal_connections", nil); got != 2 {
+	if got := metrictest.Value(t, e.reg, "icehub_signal_connections", nil); got != 2 {
 		t.Fatalf("connections gauge = %v", got)
 	}
 }
@@ -108,7 +109,7 @@ func TestMessageRouting(t *testing.T) {
 	b.send(map[string]any{"type": "ice-servers"})
 	b.expect("ice-servers")
 	other.expectSilence(200 * time.Millisecond)
-	if got := metricValue(t, e.reg, "icehub_signal_messages_total", nil); got != 2 {
+	if got := metrictest.Value(t, e.reg, "icehub_signal_messages_total", nil); got != 2 {
 		t.Fatalf("messages_total = %v", got)
 	}
 }
@@ -169,7 +170,7 @@ func TestErrorCodes(t *testing.T) {
 	// After all that the connection still works.
 	p.send(map[string]string{"type": "leave", "room": "second"})
 	p.expect("left")
-	if got := metricValue(t, e.reg, "icehub_signal_errors_total", map[string]string{"code": CodeBadRoom}); got != 5 {
+	if got := metrictest.Value(t, e.reg, "icehub_signal_errors_total", map[string]string{"code": CodeBadRoom}); got != 5 {
 		t.Fatalf("errors_total{bad-room} = %v", got)
 	}
 }

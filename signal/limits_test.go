@@ -11,6 +11,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"icehub/config"
+	"icehub/internal/metrictest"
 )
 
 func TestOversizedFrameCloses1009(t *testing.T) {
@@ -22,7 +23,7 @@ func TestOversizedFrameCloses1009(t *testing.T) {
 		t.Fatalf("close code %d, want 1009", code)
 	}
 	eventually(t, 2*time.Second, "frame-too-large counted", func() bool {
-		return metricValue(t, e.reg, "icehub_signal_errors_total", map[string]string{"code": CodeFrameTooLarge}) == 1
+		return metrictest.Value(t, e.reg, "icehub_signal_errors_total", map[string]string{"code": CodeFrameTooLarge}) == 1
 	})
 }
 
@@ -63,7 +64,7 @@ func TestSlowConsumerDroppedRoomKeepsFlowing(t *testing.T) {
 	if left != stalled.id {
 		t.Fatalf("peer-left for %q, want the stalled peer %s", left, stalled.id)
 	}
-	if got := metricValue(t, e.reg, "icehub_signal_dropped_slow_total", nil); got != 1 {
+	if got := metrictest.Value(t, e.reg, "icehub_signal_dropped_slow_total", nil); got != 1 {
 		t.Fatalf("dropped_slow_total = %v", got)
 	}
 	// The room goes on for the others.

@@ -18,6 +18,7 @@ import (
 
 	"icehub/auth"
 	"icehub/config"
+	"icehub/internal/metrictest"
 )
 
 // Helpers for the hardening tests (attack_test.go, flood_test.go, findings_test.go): a server
@@ -32,40 +33,8 @@ func startServerReg(t *testing.T, mod func(*config.TURN)) (*testServer, *prometh
 	return newTestServer(t, mod, slog.LevelWarn, reg), reg
 }
 
-// gathered returns the value of the series name{labels} (counter or gauge); 0 when absent.
-func gathered(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
-					continue next
-				}
-			}
-			if len(m.GetLabel()) < len(labels) {
-				continue
-			}
-			switch {
-			case m.Counter != nil:
-				return m.Counter.GetValue()
-			case m.Gauge != nil:
-				return m.Gauge.GetValue()
-			}
-		}
-	}
-	return 0
-}
-
 func refusedIn(t *testing.T, reg *prometheus.Registry, rangeName string) float64 {
-	return gathered(t, reg, "icehub_turn_peer_refused_total", map[string]string{"range": rangeName})
+	return metrictest.Value(t, reg, "icehub_turn_peer_refused_total", map[string]string{"range": rangeName})
 }
 
 // rawAttr adds an attribute with exactly the given value bytes.

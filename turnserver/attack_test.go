@@ -11,6 +11,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"icehub/config"
+	"icehub/internal/metrictest"
 )
 
 // attackTarget is one address an open-relay scanner tries, and the range the default
@@ -321,7 +322,7 @@ func TestQuotaAbuseIsolated(t *testing.T) {
 			t.Fatalf("allocation %d: code %d", i+1, code)
 		}
 	}
-	before := gathered(t, reg, "icehub_turn_quota_refused_total", map[string]string{"kind": "user"})
+	before := metrictest.Value(t, reg, "icehub_turn_quota_refused_total", map[string]string{"kind": "user"})
 	for i := range 5 {
 		if code := newRawTURN(t, ts.udp, greedy).allocate(0); code != 486 {
 			t.Fatalf("allocation %d past the quota: code %d, want 486", max+i+1, code)
@@ -330,7 +331,7 @@ func TestQuotaAbuseIsolated(t *testing.T) {
 	if _, err := tcpClient(t, ts.tcp, greedy.Username, greedy.Password).Allocate(); turnCode(err) != 486 {
 		t.Fatalf("allocation past the quota over TCP: %v, want 486", err)
 	}
-	if got := gathered(t, reg, "icehub_turn_quota_refused_total", map[string]string{"kind": "user"}) - before; got != 6 {
+	if got := metrictest.Value(t, reg, "icehub_turn_quota_refused_total", map[string]string{"kind": "user"}) - before; got != 6 {
 		t.Fatalf("quota_refused_total{kind=user} rose by %v, want 6", got)
 	}
 	// Someone else: two allocations that relay to each other under the default filter.

@@ -15,6 +15,7 @@ import (
 
 	"icehub/auth"
 	"icehub/config"
+	"icehub/internal/metrictest"
 )
 
 // rttSamples measures n sequential relay round trips (client → relay → echo peer → relay →
@@ -240,7 +241,7 @@ func TestUnauthenticatedFlood(t *testing.T) {
 	if st.answered.Load() > budget {
 		t.Fatalf("%d answers to unauthenticated requests; the per-source limit allows %d", st.answered.Load(), budget)
 	}
-	if d := gathered(t, reg, "icehub_turn_unauth_dropped_total", nil); d < float64(total/2) {
+	if d := metrictest.Value(t, reg, "icehub_turn_unauth_dropped_total", nil); d < float64(total/2) {
 		t.Fatalf("unauth_dropped_total = %v, want most of the flood", d)
 	}
 	roundTrip(t, relay, peer, "after the flood")
