@@ -102,9 +102,15 @@ func (c *client) join(f inFrame) {
 		peers = []string{}
 	}
 	c.enqueue(mustJSON(joinedFrame{Type: "joined", Room: f.Room, ID: c.id, Peers: peers}))
+	// Announce to exactly the members "joined" listed. Publishing to the room instead would
+	// also reach a peer that joined in between, which has this one in its own "joined"
+	// already and would hear of it twice.
 	ev := mustJSON(peerFrame{Type: "peer-joined", Room: f.Room, ID: c.id})
-	if err := c.h.rooms.Publish(c.ctx, f.Room, c.id, "", ev); err != nil {
-		c.h.log.Warn("announcing join", "peer", c.id, "room", f.Room, "err", err)
+	for _, id := range peers {
+		if err := c.h.rooms.Publish(c.ctx, f.Room, c.id, id, ev); err != nil && !errors.Is(err, ErrNoPeer) {
+			c.h.log.Warn("announcing join", "peer", c.id, "room", f.Room, "err", err)
+			return
+		}
 	}
 }
 

@@ -45,8 +45,15 @@ func newEnvWith(t *testing.T, ttl time.Duration, ice []string, ring *auth.Ring, 
 	if ring == nil {
 		ring = newTestRing(t)
 	}
+	return newEnvConfig(t, Config{Signal: sig, Ring: ring, TTL: ttl, ICEURLs: ice})
+}
+
+// newEnvConfig starts a hub built from cfg (Registerer is set here).
+func newEnvConfig(t *testing.T, cfg Config) *testEnv {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	h, err := New(Config{Signal: sig, Ring: ring, TTL: ttl, ICEURLs: ice, Registerer: reg})
+	cfg.Registerer = reg
+	h, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +66,7 @@ func newEnvWith(t *testing.T, ttl time.Duration, ice []string, ring *auth.Ring, 
 		}
 		srv.Close()
 	})
-	return &testEnv{hub: h, srv: srv, ring: ring, reg: reg}
+	return &testEnv{hub: h, srv: srv, ring: cfg.Ring, reg: reg}
 }
 
 func (e *testEnv) wsURL() string { return "ws" + strings.TrimPrefix(e.srv.URL, "http") + "/ws" }

@@ -1,7 +1,10 @@
 package signal
 
 import (
+	"bytes"
+	"context"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -205,4 +208,57 @@ func TestDeepNestingIsHarmless(t *testing.T) {
 	if f := b.expect("message"); string(f.Data) != string(ok) {
 		t.Fatalf("deep data mangled")
 	}
+}
+
+// holdRooms holds the first peer-joined announcement until released, so a test can let
+// another peer join while a join is still being announced.
+type holdRooms struct {
+	*MemoryRooms
+	once       sync.Once
+	held, free chan struct{}
+}
+
+func (h *holdRooms) Publish(ctx context.Context, room, from, to string, frame []byte) error {
+	if bytes.Contains(frame, []byte(`"peer-joined"`)) {
+		first := false
+		h.once.Do(func() { first = true })
+		if first {
+			close(h.held)
+			<-h.free
+		}
+	}
+	return h.MemoryRooms.Publish(ctx, room, from, to, frame)
+}
+
+// A peer that joins while an earlier join is still being announced has that peer in its
+// own "joined" list and must not also get a "peer-joined" for it.
+func TestLateJoinerHearsOfEachPeerOnce(t *testing.T) {
+	rooms := &holdRooms{MemoryRooms: NewMemoryRooms(), held: make(chan struct{}), free: make(chan struct{})}
+	var release sync.Once
+	free := func() { release.Do(func() { close(rooms.free) }) }
+	sig := config.Default().Signal
+	sig.MaxPeersPerRoom = 3
+	e := newEnvConfig(t, Config{Signal: sig, Ring: newTestRing(t), TTL: time.Hour, ICEURLs: testICE, Rooms: rooms})
+	t.Cleanup(free) // before the hub's shutdown, which waits for the held announcement
+	a, b, c := e.connect(t), e.connect(t), e.connect(t)
+	a.join("r")
+	b.join("r")
+	select {
+	case <-rooms.held: // an announcement is in flight
+	case <-time.After(5 * time.Second):
+		t.Fatal("no join was announced")
+	}
+	if jc := c.join("r"); !slices.Equal(jc.Peers, sortedIDs(a.id, b.id)) {
+		t.Fatalf("c joined with peers %v, want a and b", jc.Peers)
+	}
+	free()
+	if f := b.expect("peer-joined"); f.ID != c.id {
+		t.Fatalf("b heard of %s joining, want c (%s)", f.ID, c.id)
+	}
+	c.expectSilence(300 * time.Millisecond)
+}
+
+func sortedIDs(ids ...string) []string {
+	slices.Sort(ids)
+	return ids
 }
