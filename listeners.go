@@ -8,23 +8,27 @@ import (
 	"slices"
 
 	"icehub/config"
+	"icehub/internal/portshare"
 	"icehub/turnserver"
 )
 
-// front is where the hub's HTTP server listens and what TURN gets besides its own listeners.
-type front struct {
-	http    net.Listener // serve plain HTTP on it unless tls is set
-	tls     *tls.Config  // non-nil: serve HTTPS on http
-	scheme  string
-	share   *turnserver.PortShare // non-nil when TURN over TLS and HTTPS share one port
-	turn    config.TURN           // cfg.TURN minus the shared TLS address, which share serves
-	streams []net.Listener        // decrypted TURN streams from share
+// hubPort is where the hub's HTTP server listens and, when TURN over TLS shares that port
+// (the 443 set-up), the TURN half of it.
+type hubPort struct {
+	http   net.Listener // serve plain HTTP on it unless tls is set
+	tls    *tls.Config  // non-nil: serve HTTPS on http
+	scheme string
+	share  *portshare.Splitter // non-nil when TURN over TLS and HTTPS share one port
+	// turnTLS is turn.tls_listen minus the shared address, which share serves; turnStreams
+	// are the decrypted TURN streams from share.
+	turnTLS     config.Addrs
+	turnStreams []net.Listener
 }
 
-// bindFront binds signal.listen. When the same address is also in turn.tls_listen (the 443
-// set-up), one TLS listener is split after the handshake: STUN to TURN, the rest to HTTP.
-func bindFront(cfg config.Config, cs *certs, log *slog.Logger) (*front, error) {
-	f := &front{turn: cfg.TURN, scheme: "http"}
+// bindHubPort binds signal.listen. When the same address is also in turn.tls_listen, one TLS
+// listener is split after the handshake: STUN to TURN, the rest to HTTP.
+func bindHubPort(cfg config.Config, cs *certs, log *slog.Logger) (*hubPort, error) {
+	f := &hubPort{turnTLS: cfg.TURN.TLSListen, scheme: "http"}
 	ln, err := net.Listen("tcp", cfg.Signal.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("signal.listen: %w", err)
@@ -41,20 +45,21 @@ func bindFront(cfg config.Config, cs *certs, log *slog.Logger) (*front, error) {
 	if tc == nil {
 		tc = cs.turnConfig()
 	}
-	f.share, err = turnserver.NewPortShare(turnserver.PortShareConfig{Listener: ln, TLS: tc, Logger: log})
+	f.share, err = portshare.New(portshare.Config{Listener: ln, TLS: tc, Logger: log,
+		IsFirst: turnserver.LooksLikeSTUN, PeekLen: turnserver.STUNPeekLen})
 	if err != nil {
 		ln.Close()
 		return nil, err
 	}
-	f.http = f.share.HTTP()
+	f.http = f.share.Rest()
 	f.scheme = "https"
-	f.streams = []net.Listener{f.share.TURN()}
-	f.turn.TLSListen = slices.DeleteFunc(slices.Clone(cfg.TURN.TLSListen), func(a string) bool { return a == cfg.Signal.Listen })
+	f.turnStreams = []net.Listener{f.share.First()}
+	f.turnTLS = slices.DeleteFunc(slices.Clone(cfg.TURN.TLSListen), func(a string) bool { return a == cfg.Signal.Listen })
 	log.Info("TURN over TLS and HTTPS share one port", "addr", ln.Addr().String())
 	return f, nil
 }
 
-func (f *front) close() {
+func (f *hubPort) close() {
 	if f.share != nil {
 		f.share.Close()
 	} else {

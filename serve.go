@@ -35,7 +35,7 @@ type app struct {
 	http   *http.Server
 	admin  *http.Server
 	tlsMgr *certs
-	front  *front
+	port   *hubPort
 	// generated holds the secret made up at start when the config has none, so a reload of
 	// such a config keeps issued credentials valid.
 	generated string
@@ -107,15 +107,17 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 	if a.tlsMgr, err = loadCerts(cfg); err != nil {
 		return err
 	}
-	fr, err := bindFront(cfg, a.tlsMgr, log)
+	fr, err := bindHubPort(cfg, a.tlsMgr, log)
 	if err != nil {
 		return err
 	}
 	defer fr.close()
-	a.front = fr
-	a.turn, err = turnserver.New(turnserver.Config{
-		TURN: fr.turn, Ring: ring, Logger: log, Registerer: reg, TLS: a.tlsMgr.turnConfig(), Streams: fr.streams,
-	})
+	a.port = fr
+	tc, err := turnConfig(cfg, fr, a.tlsMgr, ring, log, reg)
+	if err != nil {
+		return fmt.Errorf("turn: %w", err)
+	}
+	a.turn, err = turnserver.New(tc)
 	if err != nil {
 		return fmt.Errorf("turn: %w", err)
 	}
@@ -202,16 +204,14 @@ func (a *app) apply(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	t := cfg.TURN
-	t.TLSListen = a.front.turn.TLSListen
-	// sameListeners has refused every change that needs new sockets; what turnserver still
-	// calls restart-worthy is a certificate path, and main's certs swap handles that.
-	if err := a.turn.Reload(t); err != nil && !errors.Is(err, turnserver.ErrRestartRequired) {
+	commitTURN, err := a.turn.PrepareReload(turnSettings(cfg.TURN))
+	if err != nil {
 		return err
 	}
 	if err := a.hub.Reload(cfg.Signal); err != nil {
 		return err
 	}
+	commitTURN()
 	if err := a.ring.Set(a.secrets(cfg)); err != nil {
 		return err
 	}

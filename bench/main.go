@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench is icehub's load generator and its side-by-side benchmark against coturn
 // (TURN) and the seed's socket.io server (signaling). It speaks STUN/TURN itself on raw UDP
 // sockets with batched I/O, so on a 2-core machine the generator costs less than the server

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"regexp"
@@ -330,17 +329,6 @@ func (c *Config) validate(data []byte) error {
 }
 
 func checkHostPort(s string) error {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return fmt.Errorf("not a host:port: %q", s)
-	}
-	if host != "" {
-		if _, err := netip.ParseAddr(host); err != nil {
-			return fmt.Errorf("host must be an IP address: %q", s)
-		}
-	}
-	if _, err := net.LookupPort("tcp", port); err != nil {
-		return fmt.Errorf("bad port in %q", s)
-	}
-	return nil
+	_, err := ParseHostPort(s)
+	return err
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -103,4 +104,46 @@ func (a *Addrs) UnmarshalTOML(v any) error {
 	default:
 		return errors.New("must be a \"host:port\" string or a list of them")
 	}
+}
+
+// ParseHostPort parses a listen address "host:port" as validation accepted it; an empty
+// host means every IPv4 address.
+func ParseHostPort(s string) (netip.AddrPort, error) {
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("not a host:port: %q", s)
+	}
+	ip := netip.IPv4Unspecified()
+	if host != "" {
+		if ip, err = netip.ParseAddr(host); err != nil {
+			return netip.AddrPort{}, fmt.Errorf("host must be an IP address: %q", s)
+		}
+	}
+	port, err := net.LookupPort("tcp", portStr)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("bad port in %q", s)
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(port)), nil
+}
+
+// AddrPorts parses every address (see ParseHostPort).
+func (a Addrs) AddrPorts() ([]netip.AddrPort, error) {
+	out := make([]netip.AddrPort, 0, len(a))
+	for _, s := range a {
+		ap, err := ParseHostPort(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ap)
+	}
+	return out, nil
+}
+
+// Prefixes returns the netip prefixes of ps.
+func Prefixes(ps []Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, len(ps))
+	for i, p := range ps {
+		out[i] = p.Prefix
+	}
+	return out
 }

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"testing"
 	"time"
 
 	"icehub/auth"
-	"icehub/config"
 	"icehub/turnserver"
 )
 
@@ -19,12 +19,16 @@ import (
 // filter lets relay to each other even though they are loopback.
 func startTURN(t *testing.T, ring *auth.Ring) []string {
 	t.Helper()
-	tc := config.Default().TURN
-	tc.Listen = config.Addrs{"127.0.0.1:0"}
-	tc.RelayPorts = config.PortRange{Min: 63000, Max: 63999} // above the ephemeral ports
-	tc.UDPSockets = 1
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := turnserver.New(turnserver.Config{TURN: tc, Ring: ring, Logger: log})
+	srv, err := turnserver.New(turnserver.Config{
+		Listen:     []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
+		Realm:      "icehub",
+		RelayPorts: turnserver.PortRange{Min: 63000, Max: 63999}, // above the ephemeral ports
+		UDPSockets: 1,
+		Ring:       ring,
+		Logger:     log,
+		Settings:   turnserver.Settings{MaxAllocationsPerUser: 10, MaxAllocations: 100, UnauthRate: 20, UnauthBurst: 40},
+	})
 	if err != nil {
 		t.Fatalf("starting TURN server: %v", err)
 	}

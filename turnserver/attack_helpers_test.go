@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icehub/auth"
-	"icehub/config"
 	"icehub/internal/metrictest"
+	"icehub/turnserver/internal/stunwire"
 )
 
 // Helpers for the hardening tests (attack_test.go, flood_test.go, findings_test.go): a server
@@ -27,7 +27,7 @@ import (
 
 // startServerReg is startServer with a fresh Prometheus registry the test can gather. It
 // logs at warn: refusals are logged at info, one line each, and thousands would drown the output.
-func startServerReg(t *testing.T, mod func(*config.TURN)) (*testServer, *prometheus.Registry) {
+func startServerReg(t *testing.T, mod func(*Config)) (*testServer, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	return newTestServer(t, mod, slog.LevelWarn, reg), reg
@@ -64,8 +64,8 @@ type xorPeer struct {
 
 func (p xorPeer) AddTo(m *stun.Message) error {
 	var cookie [4]byte
-	binary.BigEndian.PutUint32(cookie[:], magicCookie)
-	port := p.ap.Port() ^ uint16(magicCookie>>16)
+	binary.BigEndian.PutUint32(cookie[:], stunwire.MagicCookie)
+	port := p.ap.Port() ^ uint16(stunwire.MagicCookie>>16)
 	if p.ap.Addr().Is4() && !p.v6wire {
 		v := make([]byte, 8)
 		v[1] = 1

@@ -10,7 +10,6 @@ import (
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 
-	"icehub/config"
 	"icehub/internal/metrictest"
 )
 
@@ -223,7 +222,7 @@ func TestOpenRelayAttackSuite(t *testing.T) {
 // the range is full the next Allocate gets 508.
 func TestRelayPortsStayInRange(t *testing.T) {
 	const lo, hi = 62200, 62239 // above Linux's ephemeral range, so nobody else holds them
-	ts, _ := startServerReg(t, func(c *config.TURN) { c.RelayPorts = config.PortRange{Min: lo, Max: hi} })
+	ts, _ := startServerReg(t, func(c *Config) { c.RelayPorts = PortRange{Min: lo, Max: hi} })
 	seen := map[int]bool{}
 	check := func(kind string, port int) {
 		t.Helper()
@@ -265,7 +264,7 @@ func TestRelayPortsStayInRange(t *testing.T) {
 // clear 508, and as soon as one allocation is freed the next one succeeds on the freed port.
 func TestRelayPortRangeExhaustedRecovers(t *testing.T) {
 	const lo, hi = 62300, 62304
-	ts, _ := startServerReg(t, func(c *config.TURN) { c.RelayPorts = config.PortRange{Min: lo, Max: hi} })
+	ts, _ := startServerReg(t, func(c *Config) { c.RelayPorts = PortRange{Min: lo, Max: hi} })
 	cr := ts.creds(t, "filler")
 	var held []*rawTURN
 	for i := range 5 {
@@ -312,7 +311,7 @@ func TestRelayPortRangeExhaustedRecovers(t *testing.T) {
 // another user allocates and relays client to client undisturbed.
 func TestQuotaAbuseIsolated(t *testing.T) {
 	ts, reg := startServerReg(t, nil) // baseTURN keeps the default quotas
-	max := ts.turn.MaxAllocationsPerUser
+	max := ts.cfg.Settings.MaxAllocationsPerUser
 	if max != 10 {
 		t.Fatalf("default max_allocations_per_user is %d; this test assumes 10", max)
 	}

@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"icehub/config"
 )
 
 // coturnTool returns the path of a coturn test client; missing tools fail the test (the
@@ -108,7 +106,7 @@ func TestCoturnStunclient(t *testing.T) {
 }
 
 func TestCoturnUclient(t *testing.T) {
-	ts := startServer(t, func(c *config.TURN) { loopbackAllowed(c); c.UDPSockets = 4 })
+	ts := startServer(t, func(c *Config) { loopbackAllowed(c); c.UDPSockets = 4 })
 	port := strings.TrimPrefix(ts.udp, "127.0.0.1:")
 	peer := strconv.Itoa(startPeer(t))
 	base := []string{"-W", testSecret1, "-u", "user", "-n", "20", "-m", "2", "-l", "100", "-p", port}
@@ -129,7 +127,7 @@ func TestCoturnUclient(t *testing.T) {
 }
 
 func TestCoturnClientToClientDefaultFilter(t *testing.T) {
-	ts := startServer(t, func(c *config.TURN) { c.UDPSockets = 4 }) // default peer filter
+	ts := startServer(t, func(c *Config) { c.UDPSockets = 4 }) // default peer filter
 	port := strings.TrimPrefix(ts.udp, "127.0.0.1:")
 	for _, tr := range [][]string{nil, {"-t"}} {
 		args := append([]string{"-y", "-W", testSecret1, "-u", "user", "-n", "20", "-m", "2", "-l", "100", "-p", port}, tr...)

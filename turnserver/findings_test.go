@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
-
-	"icehub/config"
 )
 
 // Tests for defects the hardening pass found. They assert the intended behaviour; see the
@@ -39,7 +37,7 @@ func TestOwnRelayExceptionIsPerTransport(t *testing.T) {
 				c.Close()
 			}
 		}()
-		ts, _ := startServerReg(t, func(c *config.TURN) { c.RelayPorts = config.PortRange{Min: lo, Max: hi} })
+		ts, _ := startServerReg(t, func(c *Config) { c.RelayPorts = PortRange{Min: lo, Max: hi} })
 		cr := ts.creds(t, "mallory")
 		got := false
 		for range 4 { // fill the UDP range: one of them is the victim's port number
@@ -75,7 +73,7 @@ func TestOwnRelayExceptionIsPerTransport(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pc.Close()
-		ts, _ := startServerReg(t, func(c *config.TURN) { c.RelayPorts = config.PortRange{Min: lo, Max: hi} })
+		ts, _ := startServerReg(t, func(c *Config) { c.RelayPorts = PortRange{Min: lo, Max: hi} })
 		cr := ts.creds(t, "mallory")
 		got := false
 		for range 4 {

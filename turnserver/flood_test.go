@@ -14,7 +14,6 @@ import (
 	"github.com/pion/stun/v4"
 
 	"icehub/auth"
-	"icehub/config"
 	"icehub/internal/metrictest"
 )
 
@@ -187,10 +186,9 @@ func storeMin(a *atomic.Int64, v int64) {
 // A minimal credential-less Allocate (28 bytes) is answered with a 401 carrying REALM and
 // NONCE; its size is logged — see the hardening report for why it cannot be made smaller.
 func TestUnauthenticatedFlood(t *testing.T) {
-	ts, reg := startServerReg(t, func(c *config.TURN) {
+	ts, reg := startServerReg(t, func(c *Config) {
 		loopbackAllowed(c)
-		def := config.Default().TURN
-		c.UnauthRate, c.UnauthBurst = def.UnauthRate, def.UnauthBurst
+		c.Settings.UnauthRate, c.Settings.UnauthBurst = defaultSettings.UnauthRate, defaultSettings.UnauthBurst
 	})
 	cr, relay, peer := legitRelay(t, ts, "warm up")
 
@@ -237,7 +235,7 @@ func TestUnauthenticatedFlood(t *testing.T) {
 		t.Fatalf("401 to a minimal request is %d bytes", st.maxNoCredResp.Load())
 	}
 	// Per source IP the default budget is a burst of 40 plus 20/s: far below 10 000/50.
-	budget := int64(ips) * int64(config.Default().TURN.UnauthBurst+int(config.Default().TURN.UnauthRate*(floodDur.Seconds()+2)))
+	budget := int64(ips) * int64(defaultSettings.UnauthBurst+int(defaultSettings.UnauthRate*(floodDur.Seconds()+2)))
 	if st.answered.Load() > budget {
 		t.Fatalf("%d answers to unauthenticated requests; the per-source limit allows %d", st.answered.Load(), budget)
 	}

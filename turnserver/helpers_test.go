@@ -2,14 +2,16 @@ package turnserver
 
 import (
 	"errors"
-	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
@@ -29,32 +31,36 @@ type testServer struct {
 	ring *auth.Ring
 	udp  string // UDP listen address
 	tcp  string // TCP listen address
-	turn config.TURN
+	cfg  Config
 }
 
-// baseTURN is a loopback configuration with the project defaults otherwise.
-func baseTURN() config.TURN {
-	t := config.Default().TURN
-	t.Listen = config.Addrs{"127.0.0.1:0"}
-	t.RelayPorts = config.PortRange{Min: 61000, Max: 64999} // outside Linux's ephemeral range, so client sockets cannot take a reserved RTCP port
-	t.UDPSockets = 2
-	t.UnauthRate, t.UnauthBurst = 1000, 1000
-	return t
+// defaultSettings are server.toml's defaults for the reloadable keys.
+var defaultSettings = Settings{MaxAllocationsPerUser: 10, MaxAllocations: 10000, TCPRelay: true, UnauthRate: 20, UnauthBurst: 40}
+
+// baseConfig is a loopback configuration with the project defaults otherwise (the ring,
+// logger and registry are filled in by newTestServer).
+func baseConfig() Config {
+	s := defaultSettings
+	s.UnauthRate, s.UnauthBurst = 1000, 1000
+	return Config{
+		Listen:     []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
+		Realm:      "icehub",
+		RelayPorts: PortRange{Min: 61000, Max: 64999}, // outside Linux's ephemeral range, so client sockets cannot take a reserved RTCP port
+		UDPSockets: 2,
+		Settings:   s,
+	}
 }
 
-func startServer(t *testing.T, mod func(*config.TURN)) *testServer {
+func startServer(t *testing.T, mod func(*Config)) *testServer {
 	t.Helper()
 	return newTestServer(t, mod, slog.LevelInfo, nil)
 }
 
 // newTestServer starts a server on loopback with both test secrets, logging at level into
 // the test's output, and exporting metrics to reg when it is not nil.
-func newTestServer(t *testing.T, mod func(*config.TURN), level slog.Level, reg prometheus.Registerer) *testServer {
+func newTestServer(t *testing.T, mod func(*Config), level slog.Level, reg prometheus.Registerer) *testServer {
 	t.Helper()
-	tc := baseTURN()
-	if mod != nil {
-		mod(&tc)
-	}
+	tc := baseConfig()
 	ring, err := auth.NewRing(auth.Config{Secrets: []string{testSecret1, testSecret2}})
 	if err != nil {
 		t.Fatal(err)
@@ -62,13 +68,17 @@ func newTestServer(t *testing.T, mod func(*config.TURN), level slog.Level, reg p
 	w := &testWriter{w: t.Output()}
 	t.Cleanup(w.stop) // registered first, so it runs after the server's Close
 	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-	srv, err := New(Config{TURN: tc, Ring: ring, Logger: log, Registerer: reg})
+	tc.Ring, tc.Logger, tc.Registerer = ring, log, reg
+	if mod != nil {
+		mod(&tc)
+	}
+	srv, err := New(tc)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 	addrs := srv.Addrs()
-	return &testServer{srv: srv, ring: ring, udp: addrs[0].String(), tcp: addrs[1].String(), turn: tc}
+	return &testServer{srv: srv, ring: ring, udp: addrs[0].String(), tcp: addrs[1].String(), cfg: tc}
 }
 
 // creds mints credentials for user under the first secret.
@@ -206,16 +216,16 @@ func roundTrip(t *testing.T, relay net.PacketConn, peer net.Addr, msg string) {
 	t.Fatalf("no echo of %q from %s", msg, peer)
 }
 
-func loopbackAllowed(t *config.TURN) {
-	t.AllowPeers = []config.Prefix{mustPrefix("127.0.0.1/32")}
+func loopbackAllowed(c *Config) {
+	c.Settings.AllowPeers = []netip.Prefix{mustPrefix("127.0.0.1/32")}
 }
 
-func mustPrefix(s string) config.Prefix {
+func mustPrefix(s string) netip.Prefix {
 	var p config.Prefix
 	if err := p.UnmarshalText([]byte(s)); err != nil {
 		panic(err)
 	}
-	return p
+	return p.Prefix
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -7,8 +7,6 @@ import (
 	"net/netip"
 	"strconv"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // portRetries is how often a port-0 listen address retries when TCP cannot follow UDP onto
@@ -33,25 +31,6 @@ func (l *listenSet) close() {
 	}
 }
 
-// parseListen splits "host:port"; an empty host means all IPv4 addresses.
-func parseListen(addr string) (netip.AddrPort, error) {
-	host, portStr, err := net.SplitHostPort(addr)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	ip := netip.IPv4Unspecified()
-	if host != "" {
-		if ip, err = netip.ParseAddr(host); err != nil {
-			return netip.AddrPort{}, err
-		}
-	}
-	port, err := strconv.ParseUint(portStr, 10, 16)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	return netip.AddrPortFrom(ip.Unmap(), uint16(port)), nil
-}
-
 func famSuffix(ip netip.Addr) string {
 	if ip.Is4() {
 		return "4"
@@ -59,21 +38,13 @@ func famSuffix(ip netip.Addr) string {
 	return "6"
 }
 
-// setReusePort enables SO_REUSEPORT on a socket (before bind, or after, see bindListen).
-func setReusePort(c syscall.RawConn) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
-
-// bindListen binds nUDP UDP sockets and one TCP listener on ap. The first UDP socket binds
+// bindListen binds nUDP UDP sockets (one where SO_REUSEPORT cannot balance them) and one TCP listener on ap. The first UDP socket binds
 // without SO_REUSEPORT, so it fails on a port someone else holds (and port 0 picks a truly
 // free port); it then enables SO_REUSEPORT so its siblings can join it.
 func bindListen(ap netip.AddrPort, nUDP int) (*listenSet, error) {
+	if !reusePortSupported {
+		nUDP = 1 // several sockets on one port need Linux's SO_REUSEPORT balancing and steering
+	}
 	tries := 1
 	if ap.Port() == 0 {
 		tries = portRetries
@@ -136,7 +107,7 @@ func bindOnce(ap netip.AddrPort, nUDP int) (*listenSet, error) {
 // a listen IP: relay_ip, else the listen IP, else the family's loopback when listening on
 // loopback, else unspecified; advertised is public_ip, else the bound IP, else the address
 // the host would use for outbound traffic. nil means this host cannot relay the family.
-func relayFamily(fam int, listen, relayIP, publicIP netip.Addr) *famRelay {
+func relayFamily(fam int, listen, relayIP, publicIP netip.Addr) *familyRelay {
 	is := func(a netip.Addr) bool { return a.IsValid() && (fam == 4) == a.Is4() }
 	var bind netip.Addr
 	switch {
@@ -168,7 +139,7 @@ func relayFamily(fam int, listen, relayIP, publicIP netip.Addr) *famRelay {
 			return nil
 		}
 	}
-	return &famRelay{bind: bind, adv: adv}
+	return &familyRelay{bind: bind, advertised: adv}
 }
 
 // outboundIP is the source address the host picks toward a documentation address (a UDP
@@ -206,12 +177,4 @@ func outboundIP(fam int) netip.Addr {
 		return ip
 	}
 	return loop
-}
-
-// closeAll closes every set and returns err; New uses it when it fails half way.
-func closeAll(sets []*listenSet, err error) error {
-	for _, s := range sets {
-		s.close()
-	}
-	return err
 }

@@ -1,58 +1,49 @@
-// Package turnserver builds icehub's STUN/TURN server on pion/turn from config.TURN:
-// listeners (UDP with SO_REUSEPORT, TCP, TLS), relays limited to relay_ports, a peer filter
-// that is safe by default, quotas, TURN REST authentication under every configured secret,
-// per-source limits on unauthenticated requests, slog logging and Prometheus metrics.
+// Package turnserver is icehub's STUN/TURN server, built on pion/turn through its extension
+// points: the client sockets pion reads pass admission checks first (admission.go); relay
+// sockets are bound in the configured port range and filter peers per packet
+// (relay_address.go, relay_conn.go, permission.go); allocation events keep quotas, logs and
+// the UDP fast path in step (allocation.go). On Linux a UDP listen socket and its relays are
+// served by one batched event loop (udp_loop_linux.go, on internal/udploop), which relays
+// ChannelData and answers Binding requests without pion; elsewhere pion's own read loops do.
 package turnserver
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v5"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"icehub/auth"
-	"icehub/config"
 )
 
-// Errors New, Reload and the relays wrap; callers branch on them with errors.Is.
-var (
-	ErrConfig            = errors.New("turnserver: bad configuration")
-	ErrListen            = errors.New("turnserver: cannot listen")
-	ErrRestartRequired   = errors.New("turnserver: change needs a restart")
-	ErrCapacity          = errors.New("turnserver: allocation limit reached")
-	ErrNoRelayPort       = errors.New("turnserver: no free relay port")
-	ErrFamilyUnsupported = errors.New("turnserver: address family not relayed")
-)
-
-// Config is what New needs; main builds it from the loaded configuration.
-type Config struct {
-	TURN       config.TURN
-	Ring       *auth.Ring            // TURN REST secrets: the first signs, all verify
-	Logger     *slog.Logger          // nil means slog.Default()
-	Registerer prometheus.Registerer // nil means metrics are kept but not exported
-	// TLS serves turn.tls_listen when set (main passes one whose GetCertificate follows
-	// certificate reloads); nil means turn.tls_cert and turn.tls_key are loaded once.
-	TLS *tls.Config
-	// Streams are extra listeners of already-decrypted TURN streams, such as PortShare.TURN()
-	// when TURN over TLS shares port 443 with HTTPS. The server closes them on Close.
-	Streams []net.Listener
-}
-
-// Server is a running STUN/TURN server.
+// Server is a running STUN/TURN server. Its unexported methods are pion's callbacks and what
+// every listener and relay of the server shares.
 type Server struct {
-	c         *core
+	log    *slog.Logger
+	ring   *auth.Ring
+	realm  string
+	m      *metrics
+	policy atomic.Pointer[policy]
+	// handoff carries the key admission verified to pion's AuthHandler; keys remembers the
+	// long-term keys of usernames that verified.
+	handoff *keyHandoff
+	keys    *longTermKeys
+	quotas  *quotas
+	relays  *relaySet
+	now     func() time.Time
+	live    atomic.Int64 // allocations whose deletion has not been logged yet
+	// preAuthIdle is how long a stream client may take per frame before it authenticated.
+	preAuthIdle time.Duration
+
 	pion      *turn.Server
-	turn      config.TURN
 	addrs     []net.Addr
 	closeOnce sync.Once
 	closeErr  error
@@ -60,21 +51,7 @@ type Server struct {
 
 // New binds every listen address and starts serving. Errors wrap ErrConfig or ErrListen.
 func New(cfg Config) (*Server, error) {
-	t := cfg.TURN
-	if cfg.Ring == nil {
-		return nil, fmt.Errorf("%w: no secret ring", ErrConfig)
-	}
-	if t.Realm == "" {
-		return nil, fmt.Errorf("%w: turn.realm is empty", ErrConfig)
-	}
-	if len(t.Listen) == 0 && len(t.TLSListen) == 0 && len(cfg.Streams) == 0 {
-		return nil, fmt.Errorf("%w: turn.listen is empty", ErrConfig)
-	}
-	if t.RelayPorts.Min == 0 || t.RelayPorts.Max < t.RelayPorts.Min {
-		return nil, fmt.Errorf("%w: turn.relay_ports %d-%d", ErrConfig, t.RelayPorts.Min, t.RelayPorts.Max)
-	}
-	relayIP, publicIP, err := parseIPs(t)
-	if err != nil {
+	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
 	log := cfg.Logger
@@ -85,58 +62,73 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
 	}
-	c := &core{
-		log: log, ring: cfg.Ring, realm: t.Realm, m: m,
-		keys: newKeyCache(), memo: newKeyMemo(), quotas: newQuotas(), relays: newRelaySet(), now: time.Now,
+	s := &Server{
+		log: log, ring: cfg.Ring, realm: cfg.Realm, m: m,
+		handoff: newKeyHandoff(), keys: newLongTermKeys(), quotas: newQuotas(), relays: newRelaySet(),
+		now: time.Now, preAuthIdle: cmp(cfg.preAuthIdle, preAuthIdle),
 	}
-	c.settings.Store(newSettings(t, nil))
+	s.policy.Store(newPolicy(cfg.Settings, nil))
+	nUDP := cmp(cfg.UDPSockets, runtime.NumCPU())
+	portable := forcePortableUDP()
 
-	nUDP := t.UDPSockets
-	if nUDP == 0 {
-		nUDP = runtime.NumCPU()
-	}
-	s := &Server{c: c, turn: t}
 	var sets []*listenSet
 	var pcs []turn.PacketConnConfig
 	var lns []turn.ListenerConfig
-	newGen := func(ip netip.Addr) *relayGen {
-		return &relayGen{c: c, minP: t.RelayPorts.Min, maxP: t.RelayPorts.Max,
-			v4: relayFamily(4, ip, relayIP, publicIP), v6: relayFamily(6, ip, relayIP, publicIP)}
-	}
-	for _, a := range t.Listen {
-		ap, err := parseListen(a)
-		if err != nil {
-			return nil, closeAll(sets, fmt.Errorf("%w: turn.listen %q: %v", ErrConfig, a, err))
+	// closeAll undoes a half-built server: sockets still in sets, and everything handed
+	// over to listener wrappers.
+	closeAll := func(err error) (*Server, error) {
+		for _, ls := range sets {
+			ls.close()
 		}
+		for _, pc := range pcs {
+			_ = pc.PacketConn.Close()
+		}
+		for _, l := range lns {
+			_ = l.Listener.Close()
+		}
+		return nil, err
+	}
+	newGen := func(listen netip.Addr) *relayAddresses {
+		return &relayAddresses{s: s, ports: cfg.RelayPorts,
+			v4: relayFamily(4, listen, cfg.RelayIP, cfg.PublicIP), v6: relayFamily(6, listen, cfg.RelayIP, cfg.PublicIP)}
+	}
+	stream := func(ln net.Listener, gen *relayAddresses) turn.ListenerConfig {
+		return turn.ListenerConfig{
+			Listener:              newStreamListener(ln, &admission{s: s, gen: gen, stream: true}),
+			RelayAddressGenerator: gen, PermissionHandler: s.permissionHandler,
+		}
+	}
+	for _, ap := range cfg.Listen {
 		ls, err := bindListen(ap, nUDP)
 		if err != nil {
-			return nil, closeAll(sets, err)
+			return closeAll(err)
 		}
 		sets = append(sets, ls)
 		gen := newGen(ls.ip)
 		if gen.v4 == nil && gen.v6 == nil {
-			return nil, closeAll(sets, fmt.Errorf("%w: no relay address for turn.listen %q", ErrConfig, a))
+			return closeAll(fmt.Errorf("%w: no relay address for listen address %s", ErrConfig, ap))
 		}
+		s.addrs = append(s.addrs, ls.udp[0].LocalAddr(), ls.tcp.Addr())
 		for _, pc := range ls.udp {
-			// One generator per socket: its relays know the listener socket their client
-			// talks to, so the fast path can answer on it.
+			// One generator per socket: its relays belong to the listener socket their
+			// client talks to, so the UDP loop can answer on it.
 			sockGen := *gen
-			gpc := newGatedPacketConn(pc, &gate{c: c, gen: &sockGen})
-			sockGen.owner = gpc
+			lst := newUDPListener(pc, &admission{s: s, gen: &sockGen}, portable)
+			sockGen.owner = lst
 			pcs = append(pcs, turn.PacketConnConfig{
-				PacketConn:            gpc,
-				RelayAddressGenerator: &sockGen, PermissionHandler: c.permissionHandler,
+				PacketConn: lst, RelayAddressGenerator: &sockGen, PermissionHandler: s.permissionHandler,
 			})
 		}
-		lns = append(lns, turn.ListenerConfig{
-			Listener:              &gatedListener{Listener: ls.tcp, g: &gate{c: c, gen: gen, stream: true}},
-			RelayAddressGenerator: gen, PermissionHandler: c.permissionHandler,
-		})
-		s.addrs = append(s.addrs, ls.udp[0].LocalAddr(), ls.tcp.Addr())
+		lns = append(lns, stream(ls.tcp, gen))
+		ls.udp, ls.tcp = nil, nil // the wrappers in pcs and lns own them now
 	}
-	tlsLns, err := listenTLS(t, cfg.TLS, c, newGen)
-	if err != nil {
-		return nil, closeAll(sets, err)
+	for _, ap := range cfg.TLSListen {
+		ln, err := net.Listen("tcp"+famSuffix(ap.Addr()), ap.String())
+		if err != nil {
+			return closeAll(fmt.Errorf("%w: tls %s: %v", ErrListen, ap, err))
+		}
+		lns = append(lns, stream(tls.NewListener(ln, cfg.TLS), newGen(ap.Addr())))
+		s.addrs = append(s.addrs, ln.Addr())
 	}
 	for _, ln := range cfg.Streams {
 		ip := netip.IPv6Unspecified()
@@ -144,112 +136,49 @@ func New(cfg Config) (*Server, error) {
 			ip, _ = netip.AddrFromSlice(ta.IP)
 			ip = ip.Unmap()
 		}
-		gen := newGen(ip)
-		tlsLns = append(tlsLns, turn.ListenerConfig{
-			Listener:              &gatedListener{Listener: ln, g: &gate{c: c, gen: gen, stream: true}},
-			RelayAddressGenerator: gen, PermissionHandler: c.permissionHandler,
-		})
-	}
-	for _, l := range tlsLns {
-		lns = append(lns, l)
-		s.addrs = append(s.addrs, l.Listener.Addr())
+		lns = append(lns, stream(ln, newGen(ip)))
+		s.addrs = append(s.addrs, ln.Addr())
 	}
 	s.pion, err = turn.NewServer(turn.ServerConfig{
 		PacketConnConfigs: pcs,
 		ListenerConfigs:   lns,
 		LoggerFactory:     slogFactory{log},
-		Realm:             t.Realm,
-		AuthHandler:       c.authHandler,
-		QuotaHandler:      c.quotaHandler,
-		EventHandler:      c.eventHandler(),
+		Realm:             cfg.Realm,
+		AuthHandler:       s.authHandler,
+		QuotaHandler:      s.quotaHandler,
+		EventHandler:      s.eventHandler(),
 	})
 	if err != nil {
-		for _, l := range tlsLns {
-			_ = l.Listener.Close()
-		}
-		return nil, closeAll(sets, fmt.Errorf("%w: %v", ErrConfig, err))
+		return closeAll(fmt.Errorf("%w: %v", ErrConfig, err))
 	}
-	log.Info("turn server listening", "addrs", fmt.Sprint(s.addrs), "realm", t.Realm,
-		"relay_ports", fmt.Sprintf("%d-%d", t.RelayPorts.Min, t.RelayPorts.Max), "udp_sockets", nUDP)
+	log.Info("turn server listening", "addrs", fmt.Sprint(s.addrs), "realm", cfg.Realm,
+		"relay_ports", fmt.Sprintf("%d-%d", cfg.RelayPorts.Min, cfg.RelayPorts.Max), "udp_sockets", nUDP,
+		"udp_loop", !portable && udploopSupported)
 	return s, nil
 }
 
-func parseIPs(t config.TURN) (relayIP, publicIP netip.Addr, err error) {
-	if t.RelayIP != "" {
-		if relayIP, err = netip.ParseAddr(t.RelayIP); err != nil {
-			return relayIP, publicIP, fmt.Errorf("%w: turn.relay_ip %q", ErrConfig, t.RelayIP)
-		}
+// cmp is v, or def when v is zero.
+func cmp[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
 	}
-	if t.PublicIP != "" {
-		if publicIP, err = netip.ParseAddr(t.PublicIP); err != nil {
-			return relayIP, publicIP, fmt.Errorf("%w: turn.public_ip %q", ErrConfig, t.PublicIP)
-		}
-	}
-	return relayIP.Unmap(), publicIP.Unmap(), nil
+	return v
 }
 
-// listenTLS binds turn.tls_listen (TURN over TLS, "turns:"); the gate sees decrypted frames.
-func listenTLS(t config.TURN, tc *tls.Config, c *core, newGen func(netip.Addr) *relayGen) ([]turn.ListenerConfig, error) {
-	if len(t.TLSListen) == 0 {
-		return nil, nil
-	}
-	if tc == nil {
-		cert, err := tls.LoadX509KeyPair(t.TLSCert, t.TLSKey)
-		if err != nil {
-			return nil, fmt.Errorf("%w: turn.tls_cert/turn.tls_key: %v", ErrConfig, err)
-		}
-		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	}
-	var out []turn.ListenerConfig
-	for _, a := range t.TLSListen {
-		ap, err := parseListen(a)
-		if err == nil {
-			var ln net.Listener
-			if ln, err = net.Listen("tcp"+famSuffix(ap.Addr()), ap.String()); err == nil {
-				gen := newGen(ap.Addr())
-				out = append(out, turn.ListenerConfig{
-					Listener:              &gatedListener{Listener: tls.NewListener(ln, tc), g: &gate{c: c, gen: gen, stream: true}},
-					RelayAddressGenerator: gen, PermissionHandler: c.permissionHandler,
-				})
-				continue
-			}
-		}
-		for _, l := range out {
-			_ = l.Listener.Close()
-		}
-		return nil, fmt.Errorf("%w: turn.tls_listen %q: %v", ErrListen, a, err)
-	}
-	return out, nil
-}
-
-// Addrs returns the bound listen addresses: per turn.listen entry its UDP then its TCP
-// address (same port), then the TLS ones.
+// Addrs returns the bound listen addresses: per Listen entry its UDP then its TCP address
+// (same port), then the TLS ones, then the Streams'.
 func (s *Server) Addrs() []net.Addr { return slices.Clone(s.addrs) }
 
-// Reload applies a new peer filter, quotas, tcp_relay and rate limits without touching
-// live allocations. Keys that need a restart are reported in an ErrRestartRequired error;
-// everything else is applied regardless.
-func (s *Server) Reload(t config.TURN) error {
-	s.c.settings.Store(newSettings(t, s.c.settings.Load()))
-	var keys []string
-	o := s.turn
-	check := func(key string, same bool) {
-		if !same {
-			keys = append(keys, key)
-		}
+// PrepareReload validates new settings and builds what they need without changing anything;
+// commit swaps them in and cannot fail. Live allocations keep their relays; the new peer
+// filter applies to their next packet.
+func (s *Server) PrepareReload(set Settings) (commit func(), err error) {
+	if err := set.validate(); err != nil {
+		return nil, err
 	}
-	check("turn.listen", slices.Equal(o.Listen, t.Listen))
-	check("turn.realm", o.Realm == t.Realm)
-	check("turn.public_ip", o.PublicIP == t.PublicIP)
-	check("turn.relay_ip", o.RelayIP == t.RelayIP)
-	check("turn.relay_ports", o.RelayPorts == t.RelayPorts)
-	check("turn.udp_sockets", o.UDPSockets == t.UDPSockets)
-	check("turn.tls_listen", slices.Equal(o.TLSListen, t.TLSListen))
-	check("turn.tls_cert", o.TLSCert == t.TLSCert && o.TLSKey == t.TLSKey)
-	if len(keys) > 0 {
-		return fmt.Errorf("%w: %s", ErrRestartRequired, strings.Join(keys, ", "))
-	}
-	return nil
+	p := newPolicy(set, s.policy.Load())
+	return func() { s.policy.Store(p) }, nil
 }
 
 // AllocationCount returns the number of live allocations, for draining.
@@ -264,7 +193,7 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.closeErr = s.pion.Close()
 		deadline := time.Now().Add(closeWait)
-		for s.c.live.Load() > 0 && time.Now().Before(deadline) {
+		for s.live.Load() > 0 && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	})

@@ -11,7 +11,6 @@ import (
 	"github.com/pion/turn/v5"
 
 	"icehub/auth"
-	"icehub/config"
 )
 
 func TestUDPRelayRoundTrip(t *testing.T) {
@@ -25,8 +24,8 @@ func TestUDPRelayRoundTrip(t *testing.T) {
 	}
 	defer relay.Close()
 	port := relay.LocalAddr().(*net.UDPAddr).Port
-	if port < int(ts.turn.RelayPorts.Min) || port > int(ts.turn.RelayPorts.Max) {
-		t.Fatalf("relay port %d outside relay_ports %v", port, ts.turn.RelayPorts)
+	if port < int(ts.cfg.RelayPorts.Min) || port > int(ts.cfg.RelayPorts.Max) {
+		t.Fatalf("relay port %d outside relay_ports %v", port, ts.cfg.RelayPorts)
 	}
 	if err := c.CreatePermission(peer); err != nil {
 		t.Fatalf("CreatePermission: %v", err)
@@ -113,7 +112,7 @@ func TestTCPRelayAllocation(t *testing.T) {
 	}
 	defer alloc.Close()
 	port := alloc.Addr().(*net.TCPAddr).Port
-	if port < int(ts.turn.RelayPorts.Min) || port > int(ts.turn.RelayPorts.Max) {
+	if port < int(ts.cfg.RelayPorts.Min) || port > int(ts.cfg.RelayPorts.Max) {
 		t.Fatalf("relay port %d outside relay_ports", port)
 	}
 	conn, err := alloc.Dial("tcp", peer.String())
@@ -136,7 +135,7 @@ func TestTCPRelayAllocation(t *testing.T) {
 }
 
 func TestTCPRelayOff(t *testing.T) {
-	ts := startServer(t, func(c *config.TURN) { loopbackAllowed(c); c.TCPRelay = false })
+	ts := startServer(t, func(c *Config) { loopbackAllowed(c); c.Settings.TCPRelay = false })
 	cr := ts.creds(t, "dave")
 	c := tcpClient(t, ts.tcp, cr.Username, cr.Password)
 	_, err := c.AllocateTCP()
@@ -250,7 +249,7 @@ func TestPermissionRefused403(t *testing.T) {
 
 func TestQuotas(t *testing.T) {
 	t.Run("per user 486", func(t *testing.T) {
-		ts := startServer(t, func(c *config.TURN) { c.MaxAllocationsPerUser = 2; c.MaxAllocations = 100 })
+		ts := startServer(t, func(c *Config) { c.Settings.MaxAllocationsPerUser = 2; c.Settings.MaxAllocations = 100 })
 		cr := ts.creds(t, "greedy")
 		for i := 0; i < 2; i++ {
 			r, err := udpClient(t, ts.udp, cr.Username, cr.Password).Allocate()
@@ -271,7 +270,7 @@ func TestQuotas(t *testing.T) {
 		_ = r.Close()
 	})
 	t.Run("total 508", func(t *testing.T) {
-		ts := startServer(t, func(c *config.TURN) { c.MaxAllocationsPerUser = 0; c.MaxAllocations = 2 })
+		ts := startServer(t, func(c *Config) { c.Settings.MaxAllocationsPerUser = 0; c.Settings.MaxAllocations = 2 })
 		for i := 0; i < 2; i++ {
 			cr := ts.creds(t, "user"+itoa(int64(i)))
 			r, err := udpClient(t, ts.udp, cr.Username, cr.Password).Allocate()
@@ -289,7 +288,7 @@ func TestQuotas(t *testing.T) {
 }
 
 func TestPublicIPAdvertised(t *testing.T) {
-	ts := startServer(t, func(c *config.TURN) { c.PublicIP = "203.0.113.7" })
+	ts := startServer(t, func(c *Config) { c.PublicIP = netip.MustParseAddr("203.0.113.7") })
 	cr := ts.creds(t, "pub")
 	relay, err := udpClient(t, ts.udp, cr.Username, cr.Password).Allocate()
 	if err != nil {
@@ -315,24 +314,36 @@ func TestReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	noEcho(t, relay, echo)
-	nt := ts.turn
+	nt := ts.cfg
 	loopbackAllowed(&nt)
-	if err := ts.srv.Reload(nt); err != nil {
-		t.Fatalf("Reload: %v", err)
+	reload := func(s Settings) {
+		t.Helper()
+		commit, err := ts.srv.PrepareReload(s)
+		if err != nil {
+			t.Fatalf("PrepareReload: %v", err)
+		}
+		commit()
 	}
+	reload(nt.Settings)
 	roundTrip(t, relay, echo, "still alive after reload")
-	nt.DenyPeers = []config.Prefix{mustPrefix("127.0.0.0/8")}
-	nt.AllowPeers = nil
-	if err := ts.srv.Reload(nt); err != nil {
-		t.Fatalf("Reload: %v", err)
+	nt.Settings.DenyPeers = []netip.Prefix{mustPrefix("127.0.0.0/8")}
+	nt.Settings.AllowPeers = nil
+	// A refused reload changes nothing: the peer stays reachable.
+	bad := nt.Settings
+	bad.MaxAllocations = -1
+	if _, err := ts.srv.PrepareReload(bad); !errors.Is(err, ErrConfig) {
+		t.Fatalf("PrepareReload of bad settings: %v, want ErrConfig", err)
 	}
+	roundTrip(t, relay, echo, "unchanged after a refused reload")
+	// Prepared but not committed changes nothing either.
+	if _, err := ts.srv.PrepareReload(nt.Settings); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, relay, echo, "unchanged before commit")
+	reload(nt.Settings)
 	noEcho(t, relay, echo)
 	if code := turnCode(c.CreatePermission(echo)); code != 403 {
 		t.Fatalf("after deny_peers reload: code %d, want 403", code)
-	}
-	nt.Listen = config.Addrs{"127.0.0.1:1"}
-	if err := ts.srv.Reload(nt); !errors.Is(err, ErrRestartRequired) {
-		t.Fatalf("Reload with new listen: %v, want ErrRestartRequired", err)
 	}
 }
 

@@ -12,8 +12,7 @@ import (
 // A TCP client that never completes a frame is cut after the pre-auth idle limit, while a
 // client that talks is served; an authenticated one is held to the longer limit.
 func TestTCPHalfFrameClientIsCut(t *testing.T) {
-	ts := startServer(t, nil)
-	ts.srv.c.preAuthIdle.Store(int64(500 * time.Millisecond))
+	ts := startServer(t, func(c *Config) { c.preAuthIdle = 500 * time.Millisecond })
 
 	half, err := net.Dial("tcp", ts.tcp)
 	if err != nil {

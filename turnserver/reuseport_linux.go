@@ -1,12 +1,30 @@
+//go:build linux
+
 package turnserver
 
 import (
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
+
+// reusePortSupported: Linux balances datagrams over an SO_REUSEPORT group, and
+// steerBySourceIP keeps each client on one socket.
+const reusePortSupported = true
+
+// setReusePort enables SO_REUSEPORT on a socket (before bind, or after, see bindListen).
+func setReusePort(c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
 
 // skfNetOff is SKF_NET_OFF: negative cBPF load offsets relative to the network header.
 const skfNetOff = 0xFFF00000 // uint32(-0x100000)

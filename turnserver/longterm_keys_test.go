@@ -11,13 +11,13 @@ import (
 	"icehub/auth"
 )
 
-func TestKeyMemoFollowsSecretsAndExpiry(t *testing.T) {
+func TestLongTermKeysFollowSecretsAndExpiry(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	ring, err := auth.NewRing(auth.Config{Secrets: []string{"one", "two"}, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := newKeyMemo()
+	m := newLongTermKeys()
 	username := strconv.FormatInt(now.Add(time.Minute).Unix(), 10) + ":alice"
 	want := func(secrets ...string) [][]byte {
 		var ks [][]byte
@@ -26,9 +26,9 @@ func TestKeyMemoFollowsSecretsAndExpiry(t *testing.T) {
 		}
 		return ks
 	}
-	check := func(label string, wantKeys [][]byte, fromMemo bool) memoEntry {
+	check := func(label string, wantKeys [][]byte, fromMemo bool) keyEntry {
 		t.Helper()
-		e, ok := m.keys(ring, "example.org", username, now)
+		e, ok := m.get(ring, "example.org", username, now)
 		if !ok || e.user != "alice" || len(e.keys) != len(wantKeys) || e.remembered != fromMemo {
 			t.Fatalf("%s: user %q, %d keys, ok %v, from memo %v", label, e.user, len(e.keys), ok, e.remembered)
 		}
@@ -57,10 +57,10 @@ func TestKeyMemoFollowsSecretsAndExpiry(t *testing.T) {
 	check("stale keys not remembered", want("three"), false)
 
 	now = now.Add(2 * time.Minute)
-	if _, ok := m.keys(ring, "example.org", username, now); ok {
+	if _, ok := m.get(ring, "example.org", username, now); ok {
 		t.Fatal("an expired username still has keys")
 	}
-	if _, ok := m.keys(ring, "example.org", "not-a-rest-username", now); ok {
+	if _, ok := m.get(ring, "example.org", "not-a-rest-username", now); ok {
 		t.Fatal("a malformed username has keys")
 	}
 }

@@ -8,14 +8,16 @@ import (
 	"time"
 )
 
-// relayRec is one relay socket: where it is bound, what it is advertised as, whose it is
+// relayRecord is one relay socket: where it is bound, what it is advertised as, whose it is
 // and how much it carried. The allocation log line and the own-relay exception read it.
-type relayRec struct {
-	network   string // "udp" or "tcp"
-	adv, bind netip.AddrPort
-	user      string
-	conn      *loopRelay       // UDP relays of UDP clients only
-	owner     *gatedPacketConn // the UDP listener socket whose client allocated it, if any
+type relayRecord struct {
+	network          string // "udp" or "tcp"
+	advertised, bind netip.AddrPort
+	user             string
+	// owner is the UDP listener socket whose client allocated this UDP relay, and conn the
+	// relay socket it opened; both nil for relays of stream clients and TCP relays.
+	owner udpListener
+	conn  net.PacketConn
 
 	// Set by the allocation-created event; guarded by relaySet.mu.
 	client   net.Addr
@@ -27,25 +29,14 @@ type relayRec struct {
 	released                   sync.Once
 }
 
-func (r *relayRec) countToPeer(m *metrics, n int) {
+func (r *relayRecord) countToPeer(m *metrics, n int) {
 	r.bytesToPeer.Add(uint64(n))
 	r.pktsToPeer.Add(1)
 	m.byteToPeer.Add(float64(n))
 	m.pktToPeer.Inc()
 }
 
-// countToClientN counts n datagrams of bytes in all, read from the peer side at once.
-func (r *relayRec) countToClientN(m *metrics, n int, bytes uint64) {
-	if n == 0 {
-		return
-	}
-	r.bytesToClient.Add(bytes)
-	r.pktsToClient.Add(uint64(n))
-	m.byteToClient.Add(float64(bytes))
-	m.pktToClient.Add(float64(n))
-}
-
-func (r *relayRec) countToClient(m *metrics, n int) {
+func (r *relayRecord) countToClient(m *metrics, n int) {
 	r.bytesToClient.Add(uint64(n))
 	r.pktsToClient.Add(1)
 	m.byteToClient.Add(float64(n))
@@ -54,11 +45,12 @@ func (r *relayRec) countToClient(m *metrics, n int) {
 
 func advKey(network string, ap netip.AddrPort) string { return network + "|" + ap.String() }
 
-// relaySet tracks the live relay sockets of all listeners.
+// relaySet tracks the live relay sockets of all listeners, by advertised address and by the
+// client 5-tuple of their allocation.
 type relaySet struct {
 	mu      sync.RWMutex
-	byAdv   map[string]*relayRec
-	byTuple map[string]*relayRec
+	byAdv   map[string]*relayRecord
+	byTuple map[string]*relayRecord
 	ips     map[netip.Addr]int
 	addrs   map[relayAddrKey]int // per transport: a UDP relay's port opens nothing on TCP
 	tcpBind map[netip.AddrPort]bool
@@ -68,19 +60,19 @@ type relaySet struct {
 
 func newRelaySet() *relaySet {
 	return &relaySet{
-		byAdv:   make(map[string]*relayRec),
-		byTuple: make(map[string]*relayRec),
+		byAdv:   make(map[string]*relayRecord),
+		byTuple: make(map[string]*relayRecord),
 		ips:     make(map[netip.Addr]int),
 		addrs:   make(map[relayAddrKey]int),
 		tcpBind: make(map[netip.AddrPort]bool),
 	}
 }
 
-func (s *relaySet) add(r *relayRec) {
+func (s *relaySet) add(r *relayRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.byAdv[advKey(r.network, r.adv)] = r
-	for _, ap := range uniqueAddrPorts(r.adv, r.bind) {
+	s.byAdv[advKey(r.network, r.advertised)] = r
+	for _, ap := range uniqueAddrPorts(r.advertised, r.bind) {
 		s.ips[ap.Addr()]++
 		s.addrs[relayAddrKey{r.network, ap}]++
 	}
@@ -90,13 +82,13 @@ func (s *relaySet) add(r *relayRec) {
 	s.gen.Add(1)
 }
 
-func (s *relaySet) remove(r *relayRec) {
+func (s *relaySet) remove(r *relayRecord) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.byAdv[advKey(r.network, r.adv)] == r {
-		delete(s.byAdv, advKey(r.network, r.adv))
+	if s.byAdv[advKey(r.network, r.advertised)] == r {
+		delete(s.byAdv, advKey(r.network, r.advertised))
 	}
-	for _, ap := range uniqueAddrPorts(r.adv, r.bind) {
+	for _, ap := range uniqueAddrPorts(r.advertised, r.bind) {
 		if s.ips[ap.Addr()]--; s.ips[ap.Addr()] <= 0 {
 			delete(s.ips, ap.Addr())
 		}
@@ -113,11 +105,11 @@ func (s *relaySet) remove(r *relayRec) {
 
 // uniqueAddrPorts lists the addresses a relay is reachable at: advertised and, when bound
 // to a specific IP, bound.
-func uniqueAddrPorts(adv, bind netip.AddrPort) []netip.AddrPort {
-	if !bind.Addr().IsUnspecified() && bind != adv {
-		return []netip.AddrPort{adv, bind}
+func uniqueAddrPorts(advertised, bind netip.AddrPort) []netip.AddrPort {
+	if !bind.Addr().IsUnspecified() && bind != advertised {
+		return []netip.AddrPort{advertised, bind}
 	}
-	return []netip.AddrPort{adv}
+	return []netip.AddrPort{advertised}
 }
 
 func (s *relaySet) hasIP(ip netip.Addr) bool {
@@ -144,7 +136,7 @@ func (s *relaySet) tcpBound(ap netip.AddrPort) bool {
 	return s.tcpBind[ap]
 }
 
-func (s *relaySet) lookupAdv(network string, a net.Addr) *relayRec {
+func (s *relaySet) lookupAdvertised(network string, a net.Addr) *relayRecord {
 	ap := addrPortOf(a)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -156,7 +148,7 @@ func tupleKey(src, dst net.Addr) string {
 }
 
 // attach binds a relay to the allocation (client 5-tuple) pion just created with it.
-func (s *relaySet) attach(src, dst, relay net.Addr, now time.Time) *relayRec {
+func (s *relaySet) attach(src, dst, relay net.Addr, now time.Time) *relayRecord {
 	network := "udp"
 	if _, ok := relay.(*net.TCPAddr); ok {
 		network = "tcp"
@@ -174,25 +166,11 @@ func (s *relaySet) attach(src, dst, relay net.Addr, now time.Time) *relayRec {
 }
 
 // detach forgets and returns the relay of a deleted allocation.
-func (s *relaySet) detach(src, dst net.Addr) *relayRec {
+func (s *relaySet) detach(src, dst net.Addr) *relayRecord {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	k := tupleKey(src, dst)
 	r := s.byTuple[k]
 	delete(s.byTuple, k)
 	return r
-}
-
-// addrPortOf converts a UDP or TCP net.Addr to an unmapped netip.AddrPort.
-func addrPortOf(a net.Addr) netip.AddrPort {
-	var ap netip.AddrPort
-	switch v := a.(type) {
-	case *net.UDPAddr:
-		ap = v.AddrPort()
-	case *net.TCPAddr:
-		ap = v.AddrPort()
-	default:
-		ap, _ = netip.ParseAddrPort(a.String())
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }

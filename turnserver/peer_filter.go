@@ -1,10 +1,6 @@
 package turnserver
 
-import (
-	"net/netip"
-
-	"icehub/config"
-)
+import "net/netip"
 
 // namedPrefix is one default-denied range and the name refusals are counted under.
 type namedPrefix struct {
@@ -71,13 +67,13 @@ type PeerFilter struct {
 
 // NewPeerFilter returns a filter that opens allow (unless also in deny) on top of the
 // safe defaults and closes deny in addition to them.
-func NewPeerFilter(allow, deny []config.Prefix) *PeerFilter {
+func NewPeerFilter(allow, deny []netip.Prefix) *PeerFilter {
 	f := &PeerFilter{}
 	for _, p := range allow {
-		f.allow = append(f.allow, unmapPrefix(p.Prefix))
+		f.allow = append(f.allow, unmapPrefix(p))
 	}
 	for _, p := range deny {
-		f.deny = append(f.deny, unmapPrefix(p.Prefix))
+		f.deny = append(f.deny, unmapPrefix(p))
 	}
 	return f
 }

@@ -1,10 +1,13 @@
-package turnserver
+// Package portshare serves two protocols over TLS on one port (TURN over TLS and HTTPS on
+// 443, for clients behind firewalls that pass nothing else): after the TLS handshake it peeks
+// the first bytes of the decrypted stream and hands the connection to one of two listeners.
+// Which bytes mean what is the caller's business (Config.IsFirst).
+package portshare
 
 import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
@@ -12,43 +15,44 @@ import (
 	"time"
 )
 
-// ErrPortShareClosed is returned by the split listeners' Accept once the PortShare is closed.
-var ErrPortShareClosed = errors.New("portshare: closed")
+// ErrClosed is returned by the split listeners' Accept once the Splitter is closed.
+var ErrClosed = errors.New("portshare: closed")
 
-// stunMagicCookie sits at bytes 4..8 of every RFC 5389+ STUN message.
-const stunMagicCookie = 0x2112A442
-
-// PortShare serves TURN over TLS and HTTPS on one port (443, for clients behind firewalls that
-// pass nothing else): after the TLS handshake a connection whose first bytes are a STUN message
-// goes to the TURN listener, anything else to the HTTP listener. Both see already-decrypted
-// streams.
-type PortShare struct {
-	ln        net.Listener
-	tls       *tls.Config
-	log       *slog.Logger
-	turn, web *chanListener
-	timeout   time.Duration
-	closeOnce sync.Once
-	done      chan struct{}
+// Splitter accepts TLS connections on one listener and splits them between First (the
+// connections whose first decrypted bytes Config.IsFirst accepts) and Rest. Both hand out
+// already-decrypted streams.
+type Splitter struct {
+	ln          net.Listener
+	tls         *tls.Config
+	log         *slog.Logger
+	isFirst     func([]byte) bool
+	peek        int
+	first, rest *chanListener
+	timeout     time.Duration
+	closeOnce   sync.Once
+	done        chan struct{}
 }
 
-// PortShareConfig configures NewPortShare. HandshakeTimeout bounds the TLS handshake plus the
-// first 8 bytes, so a silent client cannot hold a goroutine (default 10s).
-type PortShareConfig struct {
+// Config configures New. HandshakeTimeout bounds the TLS handshake plus the first PeekLen
+// bytes, so a silent client cannot hold a goroutine (default 10s).
+type Config struct {
 	Listener         net.Listener
 	TLS              *tls.Config
 	Logger           *slog.Logger
 	HandshakeTimeout time.Duration
+	// IsFirst classifies a connection by its first PeekLen decrypted bytes.
+	IsFirst func(head []byte) bool
+	PeekLen int
 }
 
-// NewPortShare starts accepting on cfg.Listener; read the split streams from TURN() and HTTP().
-func NewPortShare(cfg PortShareConfig) (*PortShare, error) {
-	if cfg.Listener == nil || cfg.TLS == nil {
-		return nil, errors.New("portshare: listener and TLS config are required")
+// New starts accepting on cfg.Listener; read the split streams from First() and Rest().
+func New(cfg Config) (*Splitter, error) {
+	if cfg.Listener == nil || cfg.TLS == nil || cfg.IsFirst == nil || cfg.PeekLen <= 0 {
+		return nil, errors.New("portshare: listener, TLS config, IsFirst and PeekLen are required")
 	}
-	p := &PortShare{
+	p := &Splitter{
 		ln: cfg.Listener, tls: cfg.TLS, log: cfg.Logger, timeout: cfg.HandshakeTimeout,
-		done: make(chan struct{}),
+		isFirst: cfg.IsFirst, peek: cfg.PeekLen, done: make(chan struct{}),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -56,23 +60,23 @@ func NewPortShare(cfg PortShareConfig) (*PortShare, error) {
 	if p.timeout <= 0 {
 		p.timeout = 10 * time.Second
 	}
-	p.turn = newChanListener(cfg.Listener.Addr(), p.done)
-	p.web = newChanListener(cfg.Listener.Addr(), p.done)
+	p.first = newChanListener(cfg.Listener.Addr(), p.done)
+	p.rest = newChanListener(cfg.Listener.Addr(), p.done)
 	go p.acceptLoop()
 	return p, nil
 }
 
-// TURN returns the listener of connections that opened with a STUN message.
-func (p *PortShare) TURN() net.Listener { return p.turn }
+// First returns the listener of connections IsFirst accepted.
+func (p *Splitter) First() net.Listener { return p.first }
 
-// HTTP returns the listener of every other connection.
-func (p *PortShare) HTTP() net.Listener { return p.web }
+// Rest returns the listener of every other connection.
+func (p *Splitter) Rest() net.Listener { return p.rest }
 
 // Addr is the shared port's address.
-func (p *PortShare) Addr() net.Addr { return p.ln.Addr() }
+func (p *Splitter) Addr() net.Addr { return p.ln.Addr() }
 
 // Close stops accepting; connections already handed over stay with their owners.
-func (p *PortShare) Close() error {
+func (p *Splitter) Close() error {
 	var err error
 	p.closeOnce.Do(func() {
 		close(p.done)
@@ -81,7 +85,7 @@ func (p *PortShare) Close() error {
 	return err
 }
 
-func (p *PortShare) acceptLoop() {
+func (p *Splitter) acceptLoop() {
 	var delay time.Duration
 	for {
 		c, err := p.ln.Accept()
@@ -103,7 +107,7 @@ func (p *PortShare) acceptLoop() {
 }
 
 // route finishes the handshake, peeks the first bytes and hands the stream over.
-func (p *PortShare) route(raw net.Conn) {
+func (p *Splitter) route(raw net.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
 	tc := tls.Server(raw, p.tls)
@@ -114,29 +118,23 @@ func (p *PortShare) route(raw net.Conn) {
 	}
 	_ = tc.SetReadDeadline(time.Now().Add(p.timeout))
 	br := bufio.NewReaderSize(tc, 2048)
-	head, err := br.Peek(8)
+	head, err := br.Peek(p.peek)
 	if err != nil {
 		tc.Close()
 		return
 	}
 	_ = tc.SetReadDeadline(time.Time{})
 	conn := &peekedConn{Conn: tc, r: br}
-	dst := p.web
-	if IsSTUNHeader(head) {
-		dst = p.turn
+	dst := p.rest
+	if p.isFirst(head) {
+		dst = p.first
 	}
 	if !dst.deliver(conn) {
 		conn.Close()
 	}
 }
 
-// IsSTUNHeader reports whether b starts like a STUN message: top two bits zero and the magic
-// cookie at bytes 4..8. HTTP requests start with an ASCII method name, which never matches.
-func IsSTUNHeader(b []byte) bool {
-	return len(b) >= 8 && b[0]&0xC0 == 0 && binary.BigEndian.Uint32(b[4:8]) == stunMagicCookie
-}
-
-// peekedConn replays the bytes PortShare peeked at before the rest of the stream.
+// peekedConn replays the bytes the Splitter peeked at before the rest of the stream.
 type peekedConn struct {
 	net.Conn
 	r *bufio.Reader
@@ -144,7 +142,7 @@ type peekedConn struct {
 
 func (c *peekedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 
-// chanListener is a net.Listener fed by PortShare. Closing it refuses further hand-overs to it
+// chanListener is a net.Listener fed by a Splitter. Closing it refuses further hand-overs to it
 // without closing the shared port.
 type chanListener struct {
 	addr      net.Addr
@@ -174,9 +172,9 @@ func (l *chanListener) Accept() (net.Conn, error) {
 	case c := <-l.ch:
 		return c, nil
 	case <-l.done:
-		return nil, ErrPortShareClosed
+		return nil, ErrClosed
 	case <-l.closed:
-		return nil, ErrPortShareClosed
+		return nil, ErrClosed
 	}
 }
 

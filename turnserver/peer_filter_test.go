@@ -3,8 +3,6 @@ package turnserver
 import (
 	"net/netip"
 	"testing"
-
-	"icehub/config"
 )
 
 func TestPeerFilterDefaults(t *testing.T) {
@@ -65,8 +63,8 @@ func TestPeerFilterDefaults(t *testing.T) {
 
 func TestPeerFilterAllowDeny(t *testing.T) {
 	f := NewPeerFilter(
-		[]config.Prefix{mustPrefix("127.0.0.1"), mustPrefix("10.0.0.0/8"), mustPrefix("::ffff:192.168.0.0/112")},
-		[]config.Prefix{mustPrefix("10.9.0.0/16"), mustPrefix("8.8.8.0/24"), mustPrefix("2606:4700::/32")},
+		[]netip.Prefix{mustPrefix("127.0.0.1"), mustPrefix("10.0.0.0/8"), mustPrefix("::ffff:192.168.0.0/112")},
+		[]netip.Prefix{mustPrefix("10.9.0.0/16"), mustPrefix("8.8.8.0/24"), mustPrefix("2606:4700::/32")},
 	)
 	cases := []struct {
 		ip string

@@ -7,35 +7,36 @@ import (
 	"github.com/pion/turn/v5"
 
 	"icehub/auth"
+	"icehub/internal/ratelimit"
 )
 
-// keyMemo remembers the long-term keys derived for a REST username under the current
+// longTermKeys remembers the long-term keys derived for a REST username under the current
 // secrets. A client sends every request of an allocation (Allocate, Refresh,
 // CreatePermission, ChannelBind) and often several allocations with one username; deriving
 // its keys once instead of per request saves an HMAC-SHA1 per secret and an MD5 each time.
 // Only usernames whose MESSAGE-INTEGRITY checked out are remembered, so requests with made-up
 // usernames cannot fill it. Entries die with the username's expiry and with any change of
 // the secrets.
-type keyMemo struct {
+type longTermKeys struct {
 	mu    sync.Mutex
 	epoch uint64
-	m     map[string]memoEntry
+	m     map[string]keyEntry
 }
 
-// memoEntry is what a username gives: the user and one key per secret, in the ring's order.
-type memoEntry struct {
+// keyEntry is what a username gives: the user and one key per secret, in the ring's order.
+type keyEntry struct {
 	user       string
 	expires    time.Time
 	keys       [][]byte
 	epoch      uint64 // the ring's epoch the keys were derived under
-	remembered bool   // came from the memo
+	remembered bool   // came from the map
 }
 
-func newKeyMemo() *keyMemo { return &keyMemo{m: make(map[string]memoEntry)} }
+func newLongTermKeys() *longTermKeys { return &longTermKeys{m: make(map[string]keyEntry)} }
 
-// keys returns username's entry from the memo, or derives it; ok is false when the username
+// get returns username's entry from the map, or derives it; ok is false when the username
 // is malformed or expired.
-func (k *keyMemo) keys(ring *auth.Ring, realm, username string, now time.Time) (e memoEntry, ok bool) {
+func (k *longTermKeys) get(ring *auth.Ring, realm, username string, now time.Time) (e keyEntry, ok bool) {
 	epoch := ring.Epoch()
 	k.mu.Lock()
 	if k.epoch != epoch {
@@ -50,13 +51,13 @@ func (k *keyMemo) keys(ring *auth.Ring, realm, username string, now time.Time) (
 	}
 	expires, _, err := auth.Parse(username)
 	if err != nil {
-		return memoEntry{}, false
+		return keyEntry{}, false
 	}
 	user, passwords, err := ring.Passwords(username)
 	if err != nil {
-		return memoEntry{}, false
+		return keyEntry{}, false
 	}
-	e = memoEntry{user: user, expires: expires, keys: make([][]byte, len(passwords)), epoch: epoch}
+	e = keyEntry{user: user, expires: expires, keys: make([][]byte, len(passwords)), epoch: epoch}
 	for i, pw := range passwords {
 		e.keys[i] = turn.GenerateAuthKey(username, realm, pw)
 	}
@@ -65,7 +66,7 @@ func (k *keyMemo) keys(ring *auth.Ring, realm, username string, now time.Time) (
 
 // remember keeps e for username once one of its keys verified a message, unless the
 // secrets changed since e was derived.
-func (k *keyMemo) remember(username string, e memoEntry) {
+func (k *longTermKeys) remember(username string, e keyEntry) {
 	if e.remembered {
 		return
 	}
@@ -74,7 +75,7 @@ func (k *keyMemo) remember(username string, e memoEntry) {
 	if k.epoch != e.epoch {
 		return
 	}
-	if len(k.m) >= maxTracked {
+	if len(k.m) >= ratelimit.MaxTracked {
 		clear(k.m)
 	}
 	e.remembered = false

@@ -10,10 +10,9 @@ import (
 	"github.com/pion/stun/v4"
 
 	"icehub/auth"
-	"icehub/config"
 )
 
-// recordReplies is a replier that keeps what the gate answered.
+// recordReplies is a replier that keeps what admission answered.
 type recordReplies struct{ n, max int }
 
 func (r *recordReplies) reply(b []byte, _ net.Addr) {
@@ -21,27 +20,27 @@ func (r *recordReplies) reply(b []byte, _ net.Addr) {
 	r.max = max(r.max, len(b))
 }
 
-// FuzzGateInspect feeds arbitrary datagrams to the gate every client message passes before
+// FuzzAdmission feeds arbitrary datagrams to the checks every client message passes before
 // pion: the header and attribute peek, MESSAGE-INTEGRITY verification under every secret,
 // the refusals it answers itself (ChannelBind to a filtered peer, Allocate it cannot serve)
 // and the per-source limit. It must never panic, and whatever it answers must be one
 // well-formed STUN error response no larger than a small constant.
-func FuzzGateInspect(f *testing.F) {
+func FuzzAdmission(f *testing.F) {
 	ring, err := auth.NewRing(auth.Config{Secrets: []string{testSecret1, testSecret2}})
 	if err != nil {
 		f.Fatal(err)
 	}
-	tc := baseTURN()
-	tc.Listen = config.Addrs{"127.0.0.1:0"}
+	tc := baseConfig()
 	tc.UDPSockets = 1
-	srv, err := New(Config{TURN: tc, Ring: ring, Logger: slog.New(slog.DiscardHandler)})
+	tc.Ring, tc.Logger = ring, slog.New(slog.DiscardHandler)
+	srv, err := New(tc)
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Cleanup(func() { _ = srv.Close() })
 	lo := netip.MustParseAddr("127.0.0.1")
-	udp := &gate{c: srv.c, gen: &relayGen{c: srv.c, v4: &famRelay{bind: lo, adv: lo}, minP: 61000, maxP: 61010}}
-	tcp := &gate{c: srv.c, gen: udp.gen, stream: true}
+	udp := &admission{s: srv, gen: &relayAddresses{s: srv, v4: &familyRelay{bind: lo, advertised: lo}, ports: PortRange{Min: 61000, Max: 61010}}}
+	tcp := &admission{s: srv, gen: udp.gen, stream: true}
 
 	cr, err := ring.Mint("fuzz", time.Hour)
 	if err != nil {
@@ -69,11 +68,11 @@ func FuzzGateInspect(f *testing.F) {
 
 	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 5000}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		for _, g := range []*gate{udp, tcp} {
+		for _, g := range []*admission{udp, tcp} {
 			r := &recordReplies{}
-			g.inspect(append([]byte(nil), b...), src, r)
+			g.admit(append([]byte(nil), b...), src, r)
 			if r.n > 1 || r.max > 256 {
-				t.Fatalf("gate answered %d times, largest %d bytes", r.n, r.max)
+				t.Fatalf("admission answered %d times, largest %d bytes", r.n, r.max)
 			}
 		}
 	})

@@ -1,4 +1,4 @@
-package turnserver
+package portshare
 
 import (
 	"bytes"
@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+
+	"icehub/turnserver"
 )
 
 // selfSigned returns a certificate for 127.0.0.1 and a pool trusting it.
@@ -44,14 +46,15 @@ func selfSigned(t testing.TB) (tls.Certificate, *x509.CertPool) {
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
 
-func newTestPortShare(t *testing.T) (*PortShare, *x509.CertPool) {
+func newTestPortShare(t *testing.T) (*Splitter, *x509.CertPool) {
 	t.Helper()
 	crt, pool := selfSigned(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps, err := NewPortShare(PortShareConfig{Listener: ln, TLS: &tls.Config{Certificates: []tls.Certificate{crt}}, HandshakeTimeout: 2 * time.Second})
+	ps, err := New(Config{Listener: ln, TLS: &tls.Config{Certificates: []tls.Certificate{crt}}, HandshakeTimeout: 2 * time.Second,
+		IsFirst: turnserver.LooksLikeSTUN, PeekLen: turnserver.STUNPeekLen})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,13 +67,13 @@ func TestPortShareSplitsSTUNFromHTTP(t *testing.T) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "web:"+r.URL.Path)
 	})}
-	go srv.Serve(ps.HTTP())
+	go srv.Serve(ps.Rest())
 	t.Cleanup(func() { srv.Close() })
 
 	// A STUN Binding request arrives, byte for byte, on the TURN side.
 	got := make(chan []byte, 1)
 	go func() {
-		c, err := ps.TURN().Accept()
+		c, err := ps.First().Accept()
 		if err != nil {
 			return
 		}
@@ -128,7 +131,7 @@ func TestPortShareDropsSilentAndPlaintextClients(t *testing.T) {
 	defer junk.Close()
 
 	go func() {
-		c, err := ps.HTTP().Accept()
+		c, err := ps.Rest().Accept()
 		if err == nil {
 			c.Write([]byte("x"))
 			c.Close()
@@ -148,21 +151,4 @@ func TestPortShareDropsSilentAndPlaintextClients(t *testing.T) {
 	if _, err := io.ReadAll(silent); err != nil {
 		t.Fatalf("silent client not closed by the server: %v", err)
 	}
-}
-
-func FuzzIsSTUNHeader(f *testing.F) {
-	f.Add(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
-	f.Add([]byte("GET / HTTP/1.1\r\n"))
-	f.Add([]byte{0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		if !IsSTUNHeader(b) {
-			return
-		}
-		// Whatever is routed to TURN must never look like the start of an HTTP request.
-		if b[0] >= 'A' && b[0] <= 'Z' {
-			t.Fatalf("HTTP-looking %q routed to TURN", b)
-		}
-		m := &stun.Message{Raw: append([]byte(nil), b...)}
-		_ = m.Decode() // must not panic on anything the router accepts
-	})
 }

@@ -1,4 +1,6 @@
-package turnserver
+//go:build linux
+
+package udploop
 
 import (
 	"encoding/binary"
@@ -8,29 +10,29 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mmsgBatch is a set of datagram slots for recvmmsg/sendmmsg: one buffer, one address and
-// one header each. Headers point into the batch's own arrays, so a batch must not be
-// copied after init.
-type mmsgBatch struct {
+// batch is a set of datagram slots for recvmmsg/sendmmsg: one buffer, one address and one
+// header each. Headers point into the batch's own arrays, so a batch must not be copied.
+type batch struct {
 	hdrs  []mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6 // large enough for IPv4 too
 	bufs  [][]byte
 }
 
-// mmsghdr is struct mmsghdr.
+// mmsghdr is struct mmsghdr { struct msghdr msg_hdr; unsigned int msg_len; }, which C pads
+// to the alignment of a pointer: 4 bytes of padding on 64-bit, none on 32-bit. msgLen[0] is
+// msg_len; the array is the padding (a trailing zero-size field would make Go pad instead).
 type mmsghdr struct {
-	hdr unix.Msghdr
-	n   uint32
-	_   [4]byte
+	hdr    unix.Msghdr
+	msgLen [unsafe.Sizeof(uintptr(0)) / 4]uint32
 }
 
-// rxBufSize holds pion's inbound MTU (1600) plus room for a ChannelData header in front;
-// anything that fills it is treated as truncated, as pion's read loop does.
-const rxBufSize = 2048
+// The layout check: the array length is 0 only when mmsghdr has the size the kernel expects
+// (msghdr plus msg_len, rounded up to pointer alignment); any other size fails to compile.
+var _ [0]struct{} = [unsafe.Sizeof(mmsghdr{}) - (unsafe.Sizeof(unix.Msghdr{})+4+unsafe.Sizeof(uintptr(0))-1)/unsafe.Sizeof(uintptr(0))*unsafe.Sizeof(uintptr(0))]struct{}{}
 
-func newMmsgBatch(n, bufSize int) *mmsgBatch {
-	b := &mmsgBatch{
+func newBatch(n, bufSize int) *batch {
+	b := &batch{
 		hdrs:  make([]mmsghdr, n),
 		iovs:  make([]unix.Iovec, n),
 		names: make([]unix.RawSockaddrInet6, n),
@@ -48,15 +50,22 @@ func newMmsgBatch(n, bufSize int) *mmsgBatch {
 }
 
 // armRecv points slot i's iovec at buf and resets its address length for a receive.
-func (b *mmsgBatch) armRecv(i int, buf []byte) {
+func (b *batch) armRecv(i int, buf []byte) {
 	b.iovs[i].Base = &buf[0]
 	b.iovs[i].SetLen(len(buf))
 	b.hdrs[i].hdr.Namelen = unix.SizeofSockaddrInet6
 	b.hdrs[i].hdr.Flags = 0
 }
 
+// setSend points slot i at p, addressed to dst in the family of the sending socket.
+func (b *batch) setSend(i int, p []byte, dst netip.AddrPort, v6sock bool) {
+	b.iovs[i].Base = &p[0]
+	b.iovs[i].SetLen(len(p))
+	b.hdrs[i].hdr.Namelen = putSockaddr(&b.names[i], dst, v6sock)
+}
+
 // recvmmsg reads up to n datagrams into slots from, from+1, … without blocking.
-func (b *mmsgBatch) recvmmsg(fd uintptr, from, n int) (int, unix.Errno) {
+func (b *batch) recvmmsg(fd uintptr, from, n int) (int, unix.Errno) {
 	for {
 		// Raw: with MSG_DONTWAIT the call cannot block, so the scheduler need not know.
 		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[from])), uintptr(n),
@@ -74,10 +83,10 @@ func (b *mmsgBatch) recvmmsg(fd uintptr, from, n int) (int, unix.Errno) {
 
 // sendAll sends slots [0, n) with sendmmsg; a slot the kernel refuses is skipped, and a full
 // socket buffer drops the rest (UDP semantics). It returns how many were sent.
-func (b *mmsgBatch) sendAll(fd uintptr, n int) int {
+func (b *batch) sendAll(fd uintptr, n int) int {
 	sent := 0
 	for off := 0; off < n; {
-		// Raw: non-blocking, and an entersyscall per batch keeps sysmon polling at its
+		// Raw: non-blocking, and an entersyscall per batch would keep sysmon polling at its
 		// fastest rate for nothing.
 		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&b.hdrs[off])), uintptr(n-off),
 			unix.MSG_DONTWAIT, 0, 0)
@@ -96,13 +105,8 @@ func (b *mmsgBatch) sendAll(fd uintptr, n int) int {
 	return sent
 }
 
-// setName stores ap as slot i's destination address, in the family of the socket (v6
-// sockets take IPv4 destinations 4-in-6).
-func (b *mmsgBatch) setName(i int, ap netip.AddrPort, v6sock bool) {
-	b.hdrs[i].hdr.Namelen = putSockaddr(&b.names[i], ap, v6sock)
-}
-
-// putSockaddr writes ap into raw and returns its length.
+// putSockaddr writes ap into raw in the family of the socket (v6 sockets take IPv4
+// destinations 4-in-6) and returns its length.
 func putSockaddr(raw *unix.RawSockaddrInet6, ap netip.AddrPort, v6sock bool) uint32 {
 	if !v6sock {
 		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(raw))
@@ -121,7 +125,7 @@ func putSockaddr(raw *unix.RawSockaddrInet6, ap netip.AddrPort, v6sock bool) uin
 }
 
 // sockaddrAddrPort reads the source address recvmmsg stored, as the socket reports it (a v6
-// socket reports IPv4 sources 4-in-6, like net.UDPConn does).
+// socket reports IPv4 sources 4-in-6, as net.UDPConn does).
 func sockaddrAddrPort(raw *unix.RawSockaddrInet6) netip.AddrPort {
 	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&raw.Port))[:])
 	if raw.Family == unix.AF_INET {

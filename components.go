@@ -1,0 +1,60 @@
+package main
+
+import (
+	"log/slog"
+	"net/netip"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"icehub/auth"
+	"icehub/config"
+	"icehub/turnserver"
+)
+
+// turnConfig maps the file's [turn] table onto what turnserver needs; validation has
+// accepted every value, so parse errors cannot happen here.
+func turnConfig(cfg config.Config, hp *hubPort, cs *certs, ring *auth.Ring, log *slog.Logger, reg prometheus.Registerer) (turnserver.Config, error) {
+	t := cfg.TURN
+	listen, err := t.Listen.AddrPorts()
+	if err != nil {
+		return turnserver.Config{}, err
+	}
+	tlsListen, err := hp.turnTLS.AddrPorts()
+	if err != nil {
+		return turnserver.Config{}, err
+	}
+	return turnserver.Config{
+		Listen:     listen,
+		TLSListen:  tlsListen,
+		TLS:        cs.turnConfig(),
+		Streams:    hp.turnStreams,
+		Realm:      t.Realm,
+		PublicIP:   optionalIP(t.PublicIP),
+		RelayIP:    optionalIP(t.RelayIP),
+		RelayPorts: turnserver.PortRange{Min: t.RelayPorts.Min, Max: t.RelayPorts.Max},
+		UDPSockets: t.UDPSockets,
+		Ring:       ring,
+		Logger:     log,
+		Registerer: reg,
+		Settings:   turnSettings(t),
+	}, nil
+}
+
+// turnSettings maps the reloadable [turn] keys.
+func turnSettings(t config.TURN) turnserver.Settings {
+	return turnserver.Settings{
+		AllowPeers:            config.Prefixes(t.AllowPeers),
+		DenyPeers:             config.Prefixes(t.DenyPeers),
+		MaxAllocationsPerUser: t.MaxAllocationsPerUser,
+		MaxAllocations:        t.MaxAllocations,
+		TCPRelay:              t.TCPRelay,
+		UnauthRate:            t.UnauthRate,
+		UnauthBurst:           t.UnauthBurst,
+	}
+}
+
+// optionalIP parses an address validation accepted; empty is the zero Addr.
+func optionalIP(s string) netip.Addr {
+	a, _ := netip.ParseAddr(s)
+	return a.Unmap()
+}

@@ -1,0 +1,72 @@
+package turnserver
+
+import (
+	"net"
+	"sync"
+)
+
+// quotas counts live relay allocations per user and in total.
+type quotas struct {
+	mu      sync.Mutex
+	total   int
+	perUser map[string]int
+}
+
+func newQuotas() *quotas { return &quotas{perUser: make(map[string]int)} }
+
+func (q *quotas) userCount(user string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.perUser[user]
+}
+
+// reserve counts one more allocation unless the total limit (0 = none) is reached.
+func (q *quotas) reserve(user string, maxTotal int) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if maxTotal > 0 && q.total >= maxTotal {
+		return false
+	}
+	q.total++
+	q.perUser[user]++
+	return true
+}
+
+func (q *quotas) release(user string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.total--
+	if q.perUser[user]--; q.perUser[user] <= 0 {
+		delete(q.perUser, user)
+	}
+}
+
+// reserveRelay counts an allocation for user against the total quota.
+func (s *Server) reserveRelay(user string) error {
+	maxTotal := s.policy.Load().maxTotal
+	if !s.quotas.reserve(user, maxTotal) {
+		s.m.quota.WithLabelValues("total").Inc()
+		s.log.Info("turn allocation refused: total quota", "user", user, "max_allocations", maxTotal)
+		return ErrCapacity
+	}
+	return nil
+}
+
+// releaseRelay returns a relay's quota and drops it from the live set, once.
+func (s *Server) releaseRelay(r *relayRecord) {
+	r.released.Do(func() {
+		s.relays.remove(r)
+		s.quotas.release(r.user)
+	})
+}
+
+// quotaHandler implements turn.QuotaHandler (486 when a user has too many allocations).
+func (s *Server) quotaHandler(userID, _ string, src net.Addr) bool {
+	max := s.policy.Load().maxUser
+	if max > 0 && s.quotas.userCount(userID) >= max {
+		s.m.quota.WithLabelValues("user").Inc()
+		s.log.Info("turn allocation refused: user quota", "user", userID, "client", src.String(), "max_allocations_per_user", max)
+		return false
+	}
+	return true
+}

@@ -1,0 +1,101 @@
+package turnserver
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"icehub/auth"
+)
+
+// Errors New, PrepareReload and the relays wrap; callers branch on them with errors.Is.
+var (
+	ErrConfig            = errors.New("turnserver: bad configuration")
+	ErrListen            = errors.New("turnserver: cannot listen")
+	ErrCapacity          = errors.New("turnserver: allocation limit reached")
+	ErrNoRelayPort       = errors.New("turnserver: no free relay port")
+	ErrFamilyUnsupported = errors.New("turnserver: address family not relayed")
+)
+
+// Config is what New needs. Everything but Settings is fixed for the server's life: changing
+// it takes a new Server (main restarts for that).
+type Config struct {
+	// Listen addresses serve STUN/TURN on UDP and TCP at once (same port).
+	Listen []netip.AddrPort
+	// TLSListen addresses serve TURN over TLS ("turns:") with TLS.
+	TLSListen []netip.AddrPort
+	TLS       *tls.Config
+	// Streams are extra listeners of already-decrypted TURN streams, such as the TURN half of
+	// a port shared with HTTPS. The server closes them on Close.
+	Streams []net.Listener
+	// Realm is sent in 401 challenges.
+	Realm string
+	// PublicIP is advertised in XOR-RELAYED-ADDRESS instead of the relay's own address (a
+	// host behind 1:1 NAT); RelayIP is where relay sockets bind. Zero values: unset.
+	PublicIP, RelayIP netip.Addr
+	// RelayPorts is the inclusive range relay sockets are bound in.
+	RelayPorts PortRange
+	// UDPSockets is the number of SO_REUSEPORT sockets per UDP listen address; 0: one per core.
+	UDPSockets int
+	Ring       *auth.Ring            // TURN REST secrets: the first signs, all verify
+	Logger     *slog.Logger          // nil: slog.Default()
+	Registerer prometheus.Registerer // nil: metrics are kept but not exported
+	Settings   Settings
+
+	// preAuthIdle overrides how long a TCP/TLS client may take per frame before it has
+	// authenticated (tests shorten it); 0 means preAuthIdle.
+	preAuthIdle time.Duration
+}
+
+// PortRange is an inclusive port range.
+type PortRange struct{ Min, Max uint16 }
+
+// Settings are what PrepareReload may change while allocations live on.
+type Settings struct {
+	// AllowPeers opens ranges the default peer filter closes; DenyPeers closes more and
+	// wins over AllowPeers and over the own-relay exception.
+	AllowPeers, DenyPeers []netip.Prefix
+	// MaxAllocationsPerUser (486 past it) and MaxAllocations (508) bound live allocations;
+	// 0 means no limit.
+	MaxAllocationsPerUser int
+	MaxAllocations        int
+	// TCPRelay allows RFC 6062 TCP relay allocations; off, they are refused with 442.
+	TCPRelay bool
+	// UnauthRate and UnauthBurst limit unauthenticated requests per source IP.
+	UnauthRate  float64
+	UnauthBurst int
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Ring == nil:
+		return fmt.Errorf("%w: no secret ring", ErrConfig)
+	case c.Realm == "":
+		return fmt.Errorf("%w: empty realm", ErrConfig)
+	case len(c.Listen) == 0 && len(c.TLSListen) == 0 && len(c.Streams) == 0:
+		return fmt.Errorf("%w: nothing to listen on", ErrConfig)
+	case len(c.TLSListen) > 0 && c.TLS == nil:
+		return fmt.Errorf("%w: TLS listen addresses without a TLS config", ErrConfig)
+	case c.RelayPorts.Min == 0 || c.RelayPorts.Max < c.RelayPorts.Min:
+		return fmt.Errorf("%w: relay ports %d-%d", ErrConfig, c.RelayPorts.Min, c.RelayPorts.Max)
+	case c.UDPSockets < 0:
+		return fmt.Errorf("%w: %d UDP sockets", ErrConfig, c.UDPSockets)
+	}
+	return c.Settings.validate()
+}
+
+func (s Settings) validate() error {
+	switch {
+	case s.MaxAllocationsPerUser < 0 || s.MaxAllocations < 0:
+		return fmt.Errorf("%w: negative allocation limit", ErrConfig)
+	case s.UnauthRate < 0 || s.UnauthBurst < 0:
+		return fmt.Errorf("%w: negative unauthenticated rate", ErrConfig)
+	}
+	return nil
+}

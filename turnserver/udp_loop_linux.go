@@ -1,0 +1,294 @@
+//go:build linux
+
+package turnserver
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"icehub/turnserver/internal/stunwire"
+	"icehub/turnserver/internal/udploop"
+)
+
+const udploopSupported = true
+
+// loopListener is a UDP listen socket served by a udploop.Loop together with the relay
+// sockets of its clients. The loop relays ChannelData of allocations and channels it knows
+// (client → peer out of the relay socket, peer → client framed in place and batched on this
+// socket) and answers plain Binding requests itself; pion gets every other datagram through
+// ReadFrom (client side) or loopRelay.ReadFrom (peer side). What the loop knows is mirrored
+// from pion's allocation and channel events, so pion stays the authority: the loop only ever
+// does what pion would have done, minus the decoding, locking and logging.
+type loopListener struct {
+	adm     *admission
+	sock    *udploop.Socket
+	loop    *udploop.Loop
+	local   net.Addr
+	clients clientTable
+	toPion  chan pionPacket // datagrams for pion's read loop
+	done    chan struct{}   // closed by Close
+	once    sync.Once
+
+	// Counted on the loop goroutine and added to the shared metrics once per round.
+	bindings, toPeer, toPeerBytes, toClient, toClientBytes uint64
+}
+
+// pionPacket is a datagram the loop hands to pion: a copy, since the loop reuses its buffers.
+type pionPacket struct {
+	b   []byte
+	src netip.AddrPort
+}
+
+// Queue bounds: beyond them datagrams for pion are dropped, as a full socket buffer would.
+const (
+	listenerQueue = 1024
+	relayQueue    = 32
+)
+
+func newLoopListener(pc *net.UDPConn, adm *admission) (*loopListener, error) {
+	local := pc.LocalAddr()
+	sock, err := udploop.TakeConn(pc)
+	if err != nil {
+		return nil, err
+	}
+	l := &loopListener{adm: adm, sock: sock, local: local,
+		toPion: make(chan pionPacket, listenerQueue), done: make(chan struct{})}
+	if l.loop, err = udploop.New(sock, l); err != nil {
+		sock.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Listener implements udploop.Handler for client datagrams.
+func (l *loopListener) Listener(pkt []byte, src netip.AddrPort, out *udploop.Out) {
+	if stunwire.IsChannelData(pkt) {
+		if l.relayChannelData(pkt, src) {
+			return
+		}
+	} else if h, ok := stunwire.ParseHeader(pkt); ok && h.Type == stunwire.MessageType(stunwire.MethodBinding, stunwire.ClassRequest) &&
+		stunwire.PlainBinding(pkt, h) {
+		l.bindings++
+		out.Send(stunwire.AppendBindingSuccess(out.ReplyBuf(), pkt, src), src)
+		return
+	}
+	queueForPion(l.toPion, pkt, src)
+}
+
+// relayChannelData sends a client's ChannelData out of its relay when the allocation and
+// channel are known (true); otherwise pion gets it (and drops what is unknown or invalid).
+func (l *loopListener) relayChannelData(pkt []byte, src netip.AddrPort) bool {
+	num, payload, ok := stunwire.ParseChannelData(pkt)
+	if !ok {
+		return false
+	}
+	a := l.clients.get(src)
+	if a == nil {
+		return false
+	}
+	peer, found := a.peerOf(num)
+	if !found {
+		return false
+	}
+	if a.relay.sendToPeer(payload, peer) {
+		l.toPeer++
+		l.toPeerBytes += uint64(len(payload))
+	}
+	return true
+}
+
+// Socket implements udploop.Handler for datagrams from peers to a relay socket.
+func (l *loopListener) Socket(s *udploop.Socket, buf []byte, n int, src netip.AddrPort, out *udploop.Out) {
+	r := s.Tag.(*loopRelay)
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	r.rec.bytesToClient.Add(uint64(n))
+	r.rec.pktsToClient.Add(1)
+	l.toClient++
+	l.toClientBytes += uint64(n)
+	if a := r.alloc.Load(); a != nil {
+		if num := a.channelFor(src); num != 0 {
+			out.Send(buf[:stunwire.PutChannelHeader(buf, num, n)], a.client)
+			return
+		}
+	}
+	queueForPion(r.toPion, buf[udploop.Headroom:udploop.Headroom+n], src)
+}
+
+// RoundDone implements udploop.Handler: the round's counts go to the shared metrics at once,
+// so the hot path does not contend on them per packet.
+func (l *loopListener) RoundDone() {
+	m := l.adm.s.m
+	if l.bindings > 0 {
+		m.bindings.Add(float64(l.bindings))
+	}
+	if l.toPeer > 0 {
+		m.pktToPeer.Add(float64(l.toPeer))
+		m.byteToPeer.Add(float64(l.toPeerBytes))
+	}
+	if l.toClient > 0 {
+		m.pktToClient.Add(float64(l.toClient))
+		m.byteToClient.Add(float64(l.toClientBytes))
+	}
+	l.bindings, l.toPeer, l.toPeerBytes, l.toClient, l.toClientBytes = 0, 0, 0, 0, 0
+}
+
+func queueForPion(q chan pionPacket, b []byte, src netip.AddrPort) {
+	select {
+	case q <- pionPacket{b: append([]byte(nil), b...), src: src}:
+	default: // pion is behind: drop, as a full socket buffer would
+	}
+}
+
+// ReadFrom is pion's read loop: the datagrams the loop did not handle, after admission.
+func (l *loopListener) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		select {
+		case pkt := <-l.toPion:
+			addr := net.UDPAddrFromAddrPort(pkt.src)
+			if l.adm.admit(pkt.b, addr, l) {
+				return copy(b, pkt.b), addr, nil
+			}
+		case <-l.done:
+			return 0, nil, net.ErrClosed
+		}
+	}
+}
+
+func (l *loopListener) WriteTo(b []byte, addr net.Addr) (int, error) {
+	u, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return 0, udploop.ErrFamily
+	}
+	if err := l.sock.Send(b, u.AddrPort()); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (l *loopListener) reply(b []byte, to net.Addr) { _, _ = l.WriteTo(b, to) }
+
+func (l *loopListener) LocalAddr() net.Addr { return l.local }
+
+// Deadlines: pion sets none on its listeners; the loop's reads have nothing to time out.
+func (l *loopListener) SetDeadline(time.Time) error      { return nil }
+func (l *loopListener) SetReadDeadline(time.Time) error  { return nil }
+func (l *loopListener) SetWriteDeadline(time.Time) error { return nil }
+
+// Close stops the loop, then closes the socket; pion's read loop then ends.
+func (l *loopListener) Close() error {
+	l.once.Do(func() {
+		l.loop.Close()
+		l.sock.Close()
+		close(l.done)
+	})
+	return nil
+}
+
+func (l *loopListener) openRelay(network string, rec *relayRecord) (net.PacketConn, bool, error) {
+	sock, err := udploop.Listen(network, rec.bind)
+	if err != nil {
+		return nil, true, err
+	}
+	r := &loopRelay{sock: sock, lst: l, local: net.UDPAddrFromAddrPort(rec.bind), rec: rec,
+		toPion: make(chan pionPacket, relayQueue)}
+	sock.Tag = r
+	if err := l.loop.Add(sock); err != nil {
+		sock.Close()
+		return nil, false, err
+	}
+	return r, false, nil
+}
+
+func (l *loopListener) allocationCreated(client net.Addr, rec *relayRecord) {
+	r, ok := rec.conn.(*loopRelay)
+	u, isUDP := client.(*net.UDPAddr)
+	if !ok || !isUDP {
+		return
+	}
+	a := &clientAllocation{client: u.AddrPort(), relay: r}
+	l.clients.put(a)
+	r.alloc.Store(a)
+}
+
+func (l *loopListener) allocationDeleted(rec *relayRecord) {
+	if r, ok := rec.conn.(*loopRelay); ok {
+		if a := r.alloc.Swap(nil); a != nil {
+			l.clients.remove(a)
+		}
+	}
+}
+
+func (l *loopListener) channelChanged(rec *relayRecord, peer netip.AddrPort, num uint16, bound bool) {
+	if r, ok := rec.conn.(*loopRelay); ok {
+		if a := r.alloc.Load(); a != nil {
+			a.setChannel(num, peer, bound)
+		}
+	}
+}
+
+// loopRelay is a UDP relay socket served by its listener's loop. For pion it is a
+// net.PacketConn: ReadFrom returns the datagrams the loop did not relay itself (from peers
+// without a channel, for Data indications), WriteTo sends to a peer after the per-packet
+// peer check.
+type loopRelay struct {
+	sock   *udploop.Socket
+	lst    *loopListener
+	local  *net.UDPAddr
+	rec    *relayRecord
+	alloc  atomic.Pointer[clientAllocation]
+	cache  atomic.Pointer[sendDecision]
+	toPion chan pionPacket
+	once   sync.Once
+}
+
+func (r *loopRelay) ReadFrom(p []byte) (int, net.Addr, error) {
+	pkt, ok := <-r.toPion
+	if !ok {
+		return 0, nil, net.ErrClosed
+	}
+	return copy(p, pkt.b), net.UDPAddrFromAddrPort(pkt.src), nil
+}
+
+func (r *loopRelay) WriteTo(p []byte, addr net.Addr) (int, error) {
+	peer := addrPortOf(addr)
+	if !r.lst.adm.s.sendAllowedCached(&r.cache, "udp", peer) {
+		return len(p), nil // dropped like any datagram; the client was told 403 at permission time
+	}
+	if err := r.sock.Send(p, peer); err != nil {
+		return 0, err
+	}
+	r.rec.countToPeer(r.lst.adm.s.m, len(p))
+	return len(p), nil
+}
+
+// sendToPeer is the loop's WriteTo: peer is unmapped and nothing is allocated. It counts
+// the allocation's own figures and reports whether it sent, so the loop can add the shared
+// counters once per round.
+func (r *loopRelay) sendToPeer(p []byte, peer netip.AddrPort) bool {
+	if !r.lst.adm.s.sendAllowedCached(&r.cache, "udp", peer) || r.sock.Send(p, peer) != nil {
+		return false
+	}
+	r.rec.bytesToPeer.Add(uint64(len(p)))
+	r.rec.pktsToPeer.Add(1)
+	return true
+}
+
+func (r *loopRelay) Close() error {
+	r.once.Do(func() {
+		if a := r.alloc.Swap(nil); a != nil {
+			r.lst.clients.remove(a)
+		}
+		r.lst.loop.Remove(r.sock)
+		close(r.toPion) // the loop no longer serves r, so nothing sends on toPion any more
+		r.lst.adm.s.releaseRelay(r.rec)
+	})
+	return nil
+}
+
+func (r *loopRelay) LocalAddr() net.Addr              { return r.local }
+func (r *loopRelay) SetDeadline(time.Time) error      { return nil }
+func (r *loopRelay) SetReadDeadline(time.Time) error  { return nil }
+func (r *loopRelay) SetWriteDeadline(time.Time) error { return nil }
