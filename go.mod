@@ -34,3 +34,5 @@ require (
 )
 
 replace github.com/pion/stun/v4 => ./tempfork/pion-stun
+
+tool github.com/cilium/ebpf/cmd/bpf2go
