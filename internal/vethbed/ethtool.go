@@ -7,12 +7,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The legacy ethtool ioctl is enough for two on/off features and spares the bed a
+// The legacy ethtool ioctl is enough for one on/off feature and spares the bed a
 // dependency on the ethtool binary, which minimal systems lack.
-const (
-	ethtoolSTXCSUM = 0x17 // set TX checksum offload
-	ethtoolSGRO    = 0x2c // set generic receive offload
-)
+const ethtoolSTXCSUM = 0x17 // set TX checksum offload
 
 type ethtoolValue struct{ cmd, data uint32 }
 
@@ -43,8 +40,3 @@ func ethtoolSet(dev string, cmd uint32, on bool) error {
 
 func setTxChecksum(dev string, on bool) error { return ethtoolSet(dev, ethtoolSTXCSUM, on) }
 
-// SetGRO turns generic receive offload on dev (in the calling thread's namespace, see
-// Do) on or off. On a veth, GRO on the receiving end gives it a NAPI context, which is
-// what lets frames redirected or XDP_TX'ed from its peer be delivered at all when no XDP
-// program is attached on this end.
-func SetGRO(dev string, on bool) error { return ethtoolSet(dev, ethtoolSGRO, on) }

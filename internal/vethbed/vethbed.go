@@ -2,7 +2,9 @@
 // the XDP offload's tests and bench use:
 //
 //	client ns  c0 198.51.100.2…/24 ─── veth ─── rc 198.51.100.1/24  relay ns
+//	              2001:db8:c::2/64                2001:db8:c::1/64
 //	peer ns    p0 203.0.113.2…/24  ─── veth ─── rp 203.0.113.1/24  relay ns
+//	              2001:db8:e::2/64                2001:db8:e::1/64
 //
 // Documentation addresses only, no routes beyond the two links, nothing outside the
 // namespaces it creates, and Close (which tests register with t.Cleanup) deletes them,
@@ -27,6 +29,9 @@ import (
 var (
 	RelayClientSide = netip.MustParseAddr("198.51.100.1") // the TURN listen address
 	RelayPeerSide   = netip.MustParseAddr("203.0.113.1")  // the relay addresses
+	// IPv6 twins (2001:db8::/32, documentation), on the same links.
+	RelayClientSide6 = netip.MustParseAddr("2001:db8:c::1")
+	RelayPeerSide6   = netip.MustParseAddr("2001:db8:e::1")
 )
 
 // Options shape a bed.
@@ -44,6 +49,8 @@ type Bed struct {
 	// Interface names: the client's and peer's ends, and the relay's two ends.
 	ClientIf, PeerIf, RelayClientIf, RelayPeerIf string
 	ClientIPs, PeerIPs                           []netip.Addr
+	ClientIP6, PeerIP6                           netip.Addr // the first client's and peer's
+	closers                                      []func() error
 }
 
 var seq atomic.Uint32
@@ -73,6 +80,13 @@ func New(o Options) (*Bed, error) {
 		{"-n", b.Relay, "addr", "add", RelayClientSide.String() + "/24", "dev", b.RelayClientIf},
 		{"-n", b.Relay, "addr", "add", RelayPeerSide.String() + "/24", "dev", b.RelayPeerIf},
 	}
+	// nodad: the addresses are usable at once instead of after duplicate detection.
+	b.ClientIP6, b.PeerIP6 = netip.MustParseAddr("2001:db8:c::2"), netip.MustParseAddr("2001:db8:e::2")
+	cmds = append(cmds,
+		[]string{"-n", b.Relay, "addr", "add", RelayClientSide6.String() + "/64", "dev", b.RelayClientIf, "nodad"},
+		[]string{"-n", b.Relay, "addr", "add", RelayPeerSide6.String() + "/64", "dev", b.RelayPeerIf, "nodad"},
+		[]string{"-n", b.Client, "addr", "add", b.ClientIP6.String() + "/64", "dev", b.ClientIf, "nodad"},
+		[]string{"-n", b.Peer, "addr", "add", b.PeerIP6.String() + "/64", "dev", b.PeerIf, "nodad"})
 	for _, ip := range b.ClientIPs {
 		cmds = append(cmds, []string{"-n", b.Client, "addr", "add", ip.String() + "/24", "dev", b.ClientIf})
 	}
@@ -109,6 +123,10 @@ func clamp(n int) int { return min(max(n, 1), 200) }
 // Close deletes the namespaces (and so the veth pairs). Safe to call twice.
 func (b *Bed) Close() error {
 	var errs []error
+	for i := len(b.closers) - 1; i >= 0; i-- {
+		errs = append(errs, b.closers[i]())
+	}
+	b.closers = nil
 	for _, ns := range []string{b.Client, b.Relay, b.Peer} {
 		if _, err := os.Stat("/run/netns/" + ns); err == nil {
 			errs = append(errs, ip("netns", "del", ns))
