@@ -39,4 +39,3 @@ func ethtoolSet(dev string, cmd uint32, on bool) error {
 }
 
 func setTxChecksum(dev string, on bool) error { return ethtoolSet(dev, ethtoolSTXCSUM, on) }
-
