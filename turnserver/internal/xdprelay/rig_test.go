@@ -288,3 +288,21 @@ func (r *rig) nonUDPStillWorks() {
 		r.t.Fatalf("TCP through the program: %q %v", buf, err)
 	}
 }
+
+// expectChannelData reads one ChannelData frame carrying data on channel ch from from. The
+// program pads to 4 bytes with zeros when the frame has tailroom and sends it unpadded
+// when not (RFC 8656 §12.5 makes padding optional over UDP); both are accepted, anything
+// else is not. It reports whether the frame was padded.
+func (r *rig) expectChannelData(c *net.UDPConn, ch uint16, data []byte, from netip.AddrPort) (padded bool) {
+	r.t.Helper()
+	got, src, ok := recv(c, 2*time.Second)
+	if !ok {
+		r.t.Fatalf("%v: nothing arrived (wanted ChannelData of %d bytes from %v)", addrOf(c), len(data), from)
+	}
+	n := len(data)
+	unpadded, full := channelData(ch, data, 0, 0), channelData(ch, data, (4-n%4)%4, 0)
+	if src != from || (string(got) != string(unpadded) && string(got) != string(full)) {
+		r.t.Fatalf("%v: got %d bytes from %v %x, want %x (or padded with zeros) from %v", addrOf(c), len(got), src, head(got), head(unpadded), from)
+	}
+	return len(got) == len(full) && n%4 != 0
+}
