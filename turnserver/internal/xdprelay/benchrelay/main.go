@@ -16,8 +16,8 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/pion/turn/v5"
 	"github.com/pion/transport/v5/stdnet"
+	"github.com/pion/turn/v5"
 
 	"icehub/turnserver/internal/xdprelay"
 )
