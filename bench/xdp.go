@@ -226,7 +226,9 @@ func machineBusy() time.Duration {
 	var busy uint64
 	for i, v := range f[1:] {
 		n, _ := strconv.ParseUint(v, 10, 64)
-		if i == 3 || i == 4 || i >= 8 { // idle, iowait; guest time is already in user
+		// idle and iowait are not work; steal is time the hypervisor gave to another VM;
+		// guest time is already counted in user.
+		if i == 3 || i == 4 || i >= 7 {
 			continue
 		}
 		busy += n
