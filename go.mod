@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/BurntSushi/toml v1.6.0
+	github.com/cilium/ebpf v0.22.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/gorilla/websocket v1.5.3
 	github.com/pion/logging v0.2.4
@@ -33,3 +34,5 @@ require (
 )
 
 replace github.com/pion/stun/v4 => ./tempfork/pion-stun
+
+tool github.com/cilium/ebpf/cmd/bpf2go

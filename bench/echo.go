@@ -26,8 +26,14 @@ type echoPeer struct {
 	done chan struct{}
 }
 
+// listenEchoPeer opens the echo peer's socket: on loopback, except where a mode (xdp)
+// places the peer in a network namespace.
+var listenEchoPeer = func() (*net.UDPConn, error) {
+	return net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+}
+
 func startEchoPeer() (*echoPeer, error) {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	conn, err := listenEchoPeer()
 	if err != nil {
 		return nil, err
 	}

@@ -33,7 +33,7 @@ const (
 
 // dialTURNFrom binds the client to local (nil: the kernel picks).
 func dialTURNFrom(local, server *net.UDPAddr, secret, user string) (*turnClient, error) {
-	conn, err := net.DialUDP("udp4", local, server)
+	conn, err := dialUDP(local, server)
 	if err != nil {
 		return nil, err
 	}
@@ -153,6 +153,13 @@ func spreadSource(i int) *net.UDPAddr {
 	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%253))}
 }
 
+// dialUDP and sourceFor open client sockets and pick their source addresses: loopback in
+// this namespace, except where a mode (xdp) puts the clients in a network namespace.
+var (
+	dialUDP   = func(local, server *net.UDPAddr) (*net.UDPConn, error) { return net.DialUDP("udp4", local, server) }
+	sourceFor = spreadSource
+)
+
 // setupResult is what setting up many clients in parallel yields.
 type setupResult struct {
 	clients  []*turnClient // index i is client i; nil where setup failed
@@ -178,7 +185,7 @@ func setupClients(server *net.UDPAddr, secret string, n, par int, fn func(i int,
 				if i >= n {
 					return
 				}
-				c, err := dialTURNFrom(spreadSource(i), server, secret, fmt.Sprintf("bench%d", i))
+				c, err := dialTURNFrom(sourceFor(i), server, secret, fmt.Sprintf("bench%d", i))
 				if err == nil {
 					if err = fn(i, c); err != nil {
 						c.close()

@@ -1,0 +1,319 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"icehub/internal/vethbed"
+)
+
+// `bench xdp` measures the kernel fast path (issue 16) in a testbed of network namespaces
+// (internal/vethbed): the load generator's clients in one, the echo peer in another, the
+// TURN server between them, so relayed packets cross real (virtual) interfaces where XDP
+// runs. Servers alternate on identical loads:
+//
+//	coturn      coturn's turnserver
+//	pion        benchrelay: pion's TURN server, user space only
+//	pion-xdp    benchrelay -xdp: the same with package xdprelay wired to its channel events
+//	icehub      icehub, turn.offload = "off"   (opt-in: needs -icehub or a build)
+//	icehub-xdp  icehub, turn.offload = "xdp"   (opt-in: needs the lead's wiring)
+//
+// Figures: whole-machine CPU per relayed packet (from /proc/stat: kernel work such as
+// softirq relaying belongs to no process) at a fixed rate, and the highest stepped echo
+// rate with ≤ -max-loss loss.
+
+type xdpServer struct {
+	name string
+	argv func(dir string) []string
+}
+
+func cmdXDP(args []string) error {
+	fs := flag.NewFlagSet("xdp", flag.ContinueOnError)
+	servers := fs.String("servers", "coturn,pion,pion-xdp", "servers to alternate: coturn, pion, pion-xdp, icehub, icehub-xdp")
+	icehubBin := fs.String("icehub", "", "prebuilt icehub binary for the icehub modes (default: go build the repository)")
+	coturnBin := fs.String("coturn", "turnserver", "coturn's turnserver")
+	sessions := fs.Int("sessions", 100, "TURN sessions, from 198.51.100.2 on (at most 200 addresses, then reused)")
+	size := fs.Int("size", 160, "echo payload bytes")
+	steps := fs.String("steps", "20k,40k,60k,80k,100k,120k,150k,200k", "echo rates to step through until the first with loss over -max-loss")
+	step := fs.Duration("step", 3*time.Second, "length of each rate step")
+	cpuRate := fs.Int("cpu-rate", 30000, "echo rate for the CPU figure, pps")
+	fixed := fs.Duration("fixed", 5*time.Second, "length of the CPU step")
+	maxLoss := fs.Float64("max-loss", 0.01, "loss above which a step fails")
+	rounds := fs.Int("rounds", 1, "repeat the alternation; each figure keeps its best round")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	rates, err := parseRates(*steps)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("xdp mode needs root (network namespaces, XDP)")
+	}
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "icehub-bench-xdp-")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "bench xdp: logs and binaries in", dir)
+	bed, err := vethbed.New(vethbed.Options{Prefix: "ihxdpb-", Clients: min(*sessions, 200), Peers: 1})
+	if err != nil {
+		return err
+	}
+	defer bed.Close()
+	if err := bed.AttachPass(); err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		live.Lock()
+		for p := range live.procs {
+			p.stop()
+		}
+		live.Unlock()
+		bed.Close()
+		os.Exit(130)
+	}()
+	placeInBed(bed)
+
+	listen := &net.UDPAddr{IP: vethbed.RelayClientSide.AsSlice(), Port: 3478}
+	known := map[string]xdpServer{
+		"coturn":     {"coturn", func(d string) []string { return coturnBedArgs(*coturnBin, d) }},
+		"pion":       {"pion", func(string) []string { return benchrelayArgs(dir, false) }},
+		"pion-xdp":   {"pion-xdp", func(string) []string { return benchrelayArgs(dir, true) }},
+		"icehub":     {"icehub", func(d string) []string { return icehubBedArgs(d, dir, "off") }},
+		"icehub-xdp": {"icehub-xdp", func(d string) []string { return icehubBedArgs(d, dir, "xdp") }},
+	}
+	var order []xdpServer
+	for _, name := range strings.Split(*servers, ",") {
+		s, ok := known[strings.TrimSpace(name)]
+		if !ok {
+			return fmt.Errorf("unknown server %q", name)
+		}
+		order = append(order, s)
+		switch {
+		case strings.HasPrefix(s.name, "pion"):
+			err = goBuild(root, "./turnserver/internal/xdprelay/benchrelay", filepath.Join(dir, "benchrelay"))
+		case strings.HasPrefix(s.name, "icehub") && *icehubBin == "":
+			err = buildIcehub(root, filepath.Join(dir, "icehub"))
+		case strings.HasPrefix(s.name, "icehub"):
+			err = os.Symlink(*icehubBin, filepath.Join(dir, "icehub"))
+		}
+		if err != nil && !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	best := map[string]*xdpFigures{}
+	for round := 0; round < max(*rounds, 1); round++ {
+		for _, s := range order {
+			f, err := xdpMeasure(bed, s, dir, listen, *sessions, *size, *cpuRate, *fixed, *step, rates, *maxLoss)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			if b := best[s.name]; b == nil {
+				best[s.name] = f
+			} else {
+				b.keepBest(f)
+			}
+		}
+	}
+	printXDPTable(order, best, *cpuRate, *size, *sessions)
+	return nil
+}
+
+// placeInBed points the echo machinery's socket hooks into the namespaces.
+func placeInBed(bed *vethbed.Bed) {
+	listenEchoPeer = func() (c *net.UDPConn, err error) {
+		err = bed.Do(bed.Peer, func() (err error) {
+			c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: bed.PeerIPs[0].AsSlice()})
+			return err
+		})
+		return c, err
+	}
+	sourceFor = func(i int) *net.UDPAddr { return &net.UDPAddr{IP: bed.ClientIPs[i%len(bed.ClientIPs)].AsSlice()} }
+	dialUDP = func(local, server *net.UDPAddr) (c *net.UDPConn, err error) {
+		err = bed.Do(bed.Client, func() (err error) {
+			c, err = net.DialUDP("udp4", local, server)
+			return err
+		})
+		return c, err
+	}
+}
+
+type xdpFigures struct {
+	cpuUS, procUS float64 // machine and server-process µs per relayed packet
+	maxRate       int
+	top           bool // the highest step passed: the real maximum is higher
+	offloaded     string
+}
+
+func (b *xdpFigures) keepBest(f *xdpFigures) {
+	if f.cpuUS > 0 && (b.cpuUS <= 0 || f.cpuUS < b.cpuUS) {
+		b.cpuUS, b.procUS = f.cpuUS, f.procUS
+	}
+	if f.maxRate > b.maxRate {
+		b.maxRate, b.top = f.maxRate, f.top
+	}
+}
+
+func xdpMeasure(bed *vethbed.Bed, s xdpServer, dir string, listen *net.UDPAddr, sessions, size, cpuRate int,
+	fixed, step time.Duration, rates []int, maxLoss float64) (*xdpFigures, error) {
+	argv := append([]string{"ip", "netns", "exec", bed.Relay}, s.argv(dir)...)
+	ready := func() error { return bed.Do(bed.Client, stunReady(listen)) }
+	p, err := start(dir, s.name, argv, dir, ready)
+	if err != nil {
+		return nil, err
+	}
+	track(p)
+	defer stopTracked(p)
+	fmt.Fprintf(os.Stderr, "  %s pid %d\n", s.name, p.pid())
+	run, err := newEchoRun(listen, benchSecret, sessions, size, 2*time.Millisecond, false)
+	if err != nil {
+		return nil, err
+	}
+	defer run.close(true)
+	f := &xdpFigures{}
+	// CPU at a fixed rate first, on a quiet machine: whole-machine busy time over the
+	// window divided by the packets relayed (peer received + echoed back).
+	peer0, m0, proc := run.peer.recv.Load(), machineBusy(), startCPU(p.pid())
+	r := run.runStep(cpuRate, fixed, 300*time.Millisecond, 0)
+	relayed := run.peer.recv.Load() - peer0 + r.recv
+	if relayed > 0 {
+		f.cpuUS = float64((machineBusy() - m0).Microseconds()) / float64(relayed)
+		f.procUS = proc.perUnit(relayed)
+	}
+	fmt.Fprintf(os.Stderr, "  %s @%d pps: %s; machine %.2f µs/relayed pkt\n", s.name, cpuRate, r, f.cpuUS)
+	for i, rate := range rates {
+		r := run.runStep(rate, step, 300*time.Millisecond, 0)
+		ok := 1-r.delivered() <= maxLoss
+		fmt.Fprintf(os.Stderr, "  %s step %s  %s\n", s.name, r, passWord(ok))
+		if !ok {
+			break
+		}
+		f.maxRate, f.top = rate, i == len(rates)-1
+	}
+	return f, nil
+}
+
+// machineBusy is the whole machine's non-idle CPU time so far, all CPUs, from /proc/stat.
+func machineBusy() time.Duration {
+	fh, err := os.Open("/proc/stat")
+	if err != nil {
+		return 0
+	}
+	defer fh.Close()
+	sc := bufio.NewScanner(fh)
+	if !sc.Scan() {
+		return 0
+	}
+	f := strings.Fields(sc.Text()) // cpu user nice system idle iowait irq softirq steal ...
+	var busy uint64
+	for i, v := range f[1:] {
+		n, _ := strconv.ParseUint(v, 10, 64)
+		// idle and iowait are not work; steal is time the hypervisor gave to another VM;
+		// guest time is already counted in user.
+		if i == 3 || i == 4 || i >= 7 {
+			continue
+		}
+		busy += n
+	}
+	return time.Duration(busy) * time.Second / clockTicks
+}
+
+func coturnBedArgs(bin, dir string) []string {
+	return []string{bin, "-n", "--listening-ip=" + vethbed.RelayClientSide.String(), "--listening-port=3478",
+		"--relay-ip=" + vethbed.RelayPeerSide.String(),
+		"--use-auth-secret", "--static-auth-secret=" + benchSecret, "--realm=" + benchRealm,
+		"--no-cli", "--no-tls", "--no-dtls", "--no-tcp-relay", "--min-port=40000", "--max-port=60000",
+		"--no-stdout-log", "--simple-log", "--log-file=" + filepath.Join(dir, "coturn-own.log"),
+		"--pidfile=" + filepath.Join(dir, "turnserver.pid"), "--userdb=" + filepath.Join(dir, "turndb")}
+}
+
+func benchrelayArgs(dir string, xdp bool) []string {
+	return []string{filepath.Join(dir, "benchrelay"), "-listen", vethbed.RelayClientSide.String() + ":3478",
+		"-relay-ip", vethbed.RelayPeerSide.String(), "-realm", benchRealm, "-secret", benchSecret,
+		"-xdp=" + strconv.FormatBool(xdp)}
+}
+
+// icehubBedArgs writes an icehub config for the bed. turn.offload is the key issue 16
+// fixes; until icehub knows it, only "off" starts (the key is left out for it).
+func icehubBedArgs(dir, bindir, offload string) []string {
+	cfg := fmt.Sprintf(`[log]
+level = "warn"
+[turn]
+listen = "%s:3478"
+relay_ip = "%s"
+realm = %q
+relay_ports = "40000-60000"
+allow_peers = ["203.0.113.0/24"]
+max_allocations_per_user = 0
+max_allocations = 0
+unauth_rate = 1000000000.0
+unauth_burst = 1000000000
+tcp_relay = false
+%s[auth]
+secrets = [%q]
+[signal]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+`, vethbed.RelayClientSide, vethbed.RelayPeerSide, benchRealm, offloadLine(offload), benchSecret)
+	path := filepath.Join(dir, "icehub-"+offload+".toml")
+	_ = os.WriteFile(path, []byte(cfg), 0o600)
+	return []string{filepath.Join(bindir, "icehub"), "-config", path}
+}
+
+func offloadLine(mode string) string {
+	if mode == "off" {
+		return ""
+	}
+	return fmt.Sprintf("offload = %q\n", mode)
+}
+
+func goBuild(root, pkg, out string) error {
+	if _, err := os.Stat(out); err == nil {
+		return nil
+	}
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+func printXDPTable(order []xdpServer, best map[string]*xdpFigures, cpuRate, size, sessions int) {
+	base := best["coturn"]
+	fmt.Printf("\n### TURN relay in network namespaces (veth), %d sessions, %d-byte payload\n\n", sessions, size)
+	fmt.Printf("| server | machine CPU per relayed packet @ %d echo/s | server process CPU | highest echo rate ≤ 1 %% loss | vs coturn (CPU, rate) |\n", cpuRate)
+	fmt.Println("| --- | --- | --- | --- | --- |")
+	for _, s := range order {
+		f := best[s.name]
+		rate := strconv.Itoa(f.maxRate)
+		if f.top {
+			rate = "≥ " + rate
+		}
+		ratio := "—"
+		if base != nil && base != f && base.cpuUS > 0 && base.maxRate > 0 {
+			ratio = fmt.Sprintf("%.2f×, %.2f×", f.cpuUS/base.cpuUS, float64(f.maxRate)/float64(base.maxRate))
+		}
+		fmt.Printf("| %s | %.2f µs | %.2f µs | %s | %s |\n", s.name, f.cpuUS, f.procUS, rate, ratio)
+	}
+	fmt.Println("\nGoals (issue 16): machine CPU ≤ 0.6× coturn's, echo rate ≥ 1.5× coturn's.")
+}
