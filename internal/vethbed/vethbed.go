@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package vethbed builds the relay testbed of network namespaces joined by veth pairs that
 // the XDP offload's tests and bench use:
 //

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package xdprelay relays TURN ChannelData over UDP inside the kernel: an XDP program on
 // the server's interfaces rewrites a client's ChannelData into the datagram the relay
 // socket would send to the peer, and a peer's datagram into the ChannelData the listen

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command benchrelay is the stand-in TURN server `go run ./bench xdp` measures until icehub
 // itself wires the offload: pion's TURN server on one UDP socket, TURN REST credentials,
 // and, with -xdp, package xdprelay driven from pion's channel and allocation events (the
