@@ -47,9 +47,14 @@ func turnSettings(t config.TURN) turnserver.Settings {
 		DenyPeers:             config.Prefixes(t.DenyPeers),
 		MaxAllocationsPerUser: t.MaxAllocationsPerUser,
 		MaxAllocations:        t.MaxAllocations,
+		MaxAllocationsPerIP:   t.MaxAllocationsPerIP,
 		TCPRelay:              t.TCPRelay,
-		UnauthRate:            t.UnauthRate,
-		UnauthBurst:           t.UnauthBurst,
+		AnswerAllowance:       float64(t.AnswerAllowance),
+		AnswerRefill:          float64(t.AnswerRefill),
+		IntegrityRate:         t.IntegrityRate,
+		IntegrityBurst:        t.IntegrityBurst,
+		MaxConnsPerIP:         t.MaxConnsPerIP,
+		AllocateTimeout:       t.AllocateTimeout.Duration,
 	}
 }
 

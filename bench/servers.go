@@ -166,8 +166,12 @@ relay_ports = "40000-60000"
 allow_peers = ["127.0.0.1/32"]
 max_allocations_per_user = 0
 max_allocations = 0
-unauth_rate = 1000000000.0
-unauth_burst = 1000000000
+answer_allowance = 1000000000
+answer_refill = 1000000000
+integrity_rate = 1000000000.0
+integrity_burst = 1000000000
+max_allocations_per_ip = 0
+max_conns_per_ip = 0
 [auth]
 secrets = [%q]
 [signal]

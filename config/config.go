@@ -60,8 +60,13 @@ type TURN struct {
 	TLSListen             Addrs     `toml:"tls_listen"`
 	TLSCert               string    `toml:"tls_cert"`
 	TLSKey                string    `toml:"tls_key"`
-	UnauthRate            float64   `toml:"unauth_rate"`
-	UnauthBurst           int       `toml:"unauth_burst"`
+	MaxAllocationsPerIP   int       `toml:"max_allocations_per_ip"`
+	MaxConnsPerIP         int       `toml:"max_conns_per_ip"`
+	AllocateTimeout       Duration  `toml:"allocate_timeout"`
+	AnswerAllowance       int       `toml:"answer_allowance"`
+	AnswerRefill          int       `toml:"answer_refill"`
+	IntegrityRate         float64   `toml:"integrity_rate"`
+	IntegrityBurst        int       `toml:"integrity_burst"`
 }
 
 // Auth configures the TURN REST credential secrets.
@@ -117,8 +122,13 @@ func Default() Config {
 			MaxAllocationsPerUser: 10,
 			MaxAllocations:        10000,
 			TCPRelay:              true,
-			UnauthRate:            20,
-			UnauthBurst:           40,
+			MaxAllocationsPerIP:   512,
+			MaxConnsPerIP:         256,
+			AllocateTimeout:       Duration{60 * time.Second},
+			AnswerAllowance:       8192,
+			AnswerRefill:          512,
+			IntegrityRate:         1000,
+			IntegrityBurst:        2000,
 		},
 		Auth: Auth{Secrets: []string{}, TTL: Duration{12 * time.Hour}},
 		Signal: Signal{
@@ -168,12 +178,21 @@ func Parse(data []byte) (Config, error) {
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		k := und[0].String()
+		if hint, ok := replacedKeys[k]; ok {
+			return Config{}, keyErr(data, k, "no longer exists: %s", hint)
+		}
 		return Config{}, keyErr(data, k, "unknown key")
 	}
 	if err := cfg.validate(data); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
+}
+
+// replacedKeys are keys of earlier versions, with what took their place.
+var replacedKeys = map[string]string{
+	"turn.unauth_rate":  "unauthenticated answers are bounded by bytes now: see turn.answer_allowance and turn.answer_refill, and turn.integrity_rate for HMAC work",
+	"turn.unauth_burst": "unauthenticated answers are bounded by bytes now: see turn.answer_allowance and turn.answer_refill, and turn.integrity_burst for HMAC work",
 }
 
 // typeErrRE picks apart BurntSushi/toml's type-mismatch errors, which are not ParseErrors.
@@ -271,8 +290,27 @@ func (c *Config) validate(data []byte) error {
 	if c.TURN.UDPSockets < 0 || c.TURN.UDPSockets > 256 {
 		return bad("turn.udp_sockets", "must be 0 (one per core) to 256")
 	}
-	if c.TURN.UnauthRate < 0 || c.TURN.UnauthBurst < 0 {
-		return bad("turn.unauth_rate", "must not be negative")
+	for _, k := range []struct {
+		key string
+		v   float64
+	}{
+		{"turn.max_allocations_per_ip", float64(c.TURN.MaxAllocationsPerIP)},
+		{"turn.max_conns_per_ip", float64(c.TURN.MaxConnsPerIP)},
+		{"turn.answer_allowance", float64(c.TURN.AnswerAllowance)},
+		{"turn.answer_refill", float64(c.TURN.AnswerRefill)},
+		{"turn.integrity_rate", c.TURN.IntegrityRate},
+		{"turn.integrity_burst", float64(c.TURN.IntegrityBurst)},
+		{"turn.allocate_timeout", float64(c.TURN.AllocateTimeout.Duration)},
+	} {
+		if k.v < 0 {
+			return bad(k.key, "must not be negative")
+		}
+	}
+	if c.TURN.AnswerAllowance > 0 && c.TURN.AnswerAllowance < 256 {
+		return bad("turn.answer_allowance", "must be 0 (nothing answered beyond what a source sent) or at least 256 bytes, got %d", c.TURN.AnswerAllowance)
+	}
+	if c.TURN.IntegrityRate > 0 && c.TURN.IntegrityBurst < 1 {
+		return bad("turn.integrity_burst", "must be 1 or more when turn.integrity_rate is set")
 	}
 	if c.Auth.TTL.Duration <= 0 {
 		return bad("auth.ttl", "must be above zero, got %s", c.Auth.TTL.Duration)

@@ -27,7 +27,7 @@ func startTURN(t *testing.T, ring *auth.Ring) []string {
 		UDPSockets: 1,
 		Ring:       ring,
 		Logger:     log,
-		Settings:   turnserver.Settings{MaxAllocationsPerUser: 10, MaxAllocations: 100, UnauthRate: 20, UnauthBurst: 40},
+		Settings:   turnserver.Settings{MaxAllocationsPerUser: 10, MaxAllocations: 100, AnswerAllowance: 8192, AnswerRefill: 512},
 	})
 	if err != nil {
 		t.Fatalf("starting TURN server: %v", err)

@@ -1,25 +1,40 @@
 package turnserver
 
 import (
+	"errors"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/pion/stun/v4"
 
+	"icehub/auth"
+	"icehub/internal/ratelimit"
 	"icehub/turnserver/internal/stunwire"
 )
 
-// admission checks every client message before pion sees it. It verifies MESSAGE-INTEGRITY
-// against all secrets (pion's AuthHandler can return only one key), rate-limits
-// unauthenticated requests per source, and answers the few refusals pion would answer with
-// the wrong code (442/400/440 on Allocate, 403 on ChannelBind).
+// admission checks every client message before pion sees it, and every answer pion sends
+// without authentication on its way out. It
+//   - answers unauthenticated and failed requests only within a byte credit the source earns
+//     by what it sends (ratelimit.Credit): a spoofed flood "from" a victim gets the victim at
+//     most as many bytes as the flood carried, and never locks it out, because requests that
+//     verify are never dropped;
+//   - binds nonces to the client's IP (nonce.go) and checks them before any HMAC, so spoofed
+//     authenticated requests cost nothing and cannot charge allocations to their victim;
+//   - caps MESSAGE-INTEGRITY checks per source IP (policy.integrity);
+//   - verifies MESSAGE-INTEGRITY against all secrets (pion's AuthHandler can return only one
+//     key) and hands pion only requests that verified: pion never sees a forged one;
+//   - answers the refusals pion would answer with the wrong code or not at all (442, 400, 440
+//     on Allocate, 403 on ChannelBind, 420 on Binding).
 type admission struct {
 	s      *Server
 	gen    *relayAddresses
 	stream bool // client transport is TCP (or TLS)
+	credit *ratelimit.Credit
 }
 
-// replier sends a response on the transport the request came in on.
+// replier sends a response on the transport the request came in on, as it is: admission's
+// own answers bypass the outgoing rewrite.
 type replier interface {
 	reply(b []byte, to net.Addr)
 }
@@ -29,35 +44,61 @@ type authNotifier interface {
 	authenticated()
 }
 
-// admit returns true when pion should process b, false when it was dropped or answered.
-func (a *admission) admit(b []byte, src net.Addr, r replier) bool {
+func (s *Server) newAdmission(gen *relayAddresses, stream bool) *admission {
+	pol := s.policy.Load()
+	a := &admission{s: s, gen: gen, stream: stream, credit: ratelimit.NewCredit(pol.answerAllowance, pol.answerRefill)}
+	s.creditsMu.Lock()
+	s.credits = append(s.credits, a.credit)
+	s.creditsMu.Unlock()
+	return a
+}
+
+// admit returns the bytes pion should process (b itself, or b re-signed with pion's nonce),
+// or false when the message was dropped or answered here.
+func (a *admission) admit(b []byte, src net.Addr, r replier) ([]byte, bool) {
 	if stunwire.IsChannelData(b) {
-		return true // the data path: pion looks the channel up, nothing to check here
+		return b, true // the data path: pion looks the channel up, nothing to check here
 	}
 	h, ok := stunwire.ParseHeader(b)
 	if !ok {
-		return false
+		return nil, false
 	}
 	switch h.Class() {
 	case stunwire.ClassIndication:
-		return true // Send indications: pion relays them only for an allocation and permission
+		return b, true // Send indications: pion relays them only for an allocation and permission
 	case stunwire.ClassRequest:
 	default:
-		return false // responses and errors are not for a server
+		return nil, false // responses and errors are not for a server
 	}
-	if h.Method() == stunwire.MethodBinding {
-		a.s.m.bindings.Inc()
-		return true
-	}
+	ip := addrPortOf(src).Addr()
+	now := a.s.now()
 	info := stunwire.Summarize(b, h)
-	if !info.HasIntegrity || len(info.Username) == 0 {
-		return a.allowUnauth(src)
+	if h.Method() == stunwire.MethodBinding {
+		return a.binding(b, h, info, src, ip, now, r)
 	}
-	msg, key, user, ok := a.verify(b, info.Username)
+	if !info.HasIntegrity || len(info.Username) == 0 {
+		// No credentials: pion answers 401 (with a nonce for this address, see outgoing).
+		if !a.credit.Spend(addrPortOf(src), now, len(b), a.s.challengeLen) {
+			a.s.m.unauthDrop.Inc()
+			return nil, false
+		}
+		return b, true
+	}
+	if !a.s.nonces.valid(info.Nonce, ip, now) {
+		// Stale, pion's own, or minted for another address (a spoofer's): no HMAC work.
+		a.challenge(b, src, ip, now, r, stun.CodeStaleNonce)
+		return nil, false
+	}
+	if !a.s.policy.Load().integrity.Allow(ip, now) {
+		a.s.m.integrityDrop.Inc()
+		return nil, false
+	}
+	a.s.m.integrityChecks.Inc()
+	msg, key, user, ok := a.verify(b, info.Username, now)
 	if !ok {
-		// pion answers 401 and the AuthHandler counts why; a wrong key is as unauthenticated
-		// as none, so it spends the same per-source budget.
-		return a.allowUnauth(src)
+		a.s.authFailed(src, string(info.Username), h.Method(), now)
+		a.challenge(b, src, ip, now, r, stun.CodeUnauthorized)
+		return nil, false
 	}
 	if code, refuse := a.refusal(msg, h.Method(), info, src); refuse {
 		if resp, err := stun.Build(stun.NewTransactionIDSetter(msg.TransactionID),
@@ -65,27 +106,93 @@ func (a *admission) admit(b []byte, src net.Addr, r replier) bool {
 			stun.MessageIntegrity(key), stun.Fingerprint); err == nil {
 			r.reply(resp.Raw, src)
 		}
-		return false
+		return nil, false
 	}
-	a.s.handoff.put(handoffID(src.String(), string(info.Username)),
-		handedKey{user: user, key: key, expires: a.s.now().Add(handoffTTL)})
+	pionNonce, fresh := a.s.nonces.pionNonce(now)
+	if !fresh {
+		// No nonce of pion's known yet (or too old): pion answers 438 with one, which
+		// outgoing learns and swaps for this address's; the client then retries.
+		return b, true
+	}
+	out, err := resign(msg, pionNonce, key)
+	if err != nil {
+		return nil, false
+	}
+	a.s.handoff.put(handoffID(src, string(info.Username)),
+		handedKey{user: user, key: key, expires: now.Add(handoffTTL)})
 	if n, ok := r.(authNotifier); ok {
 		n.authenticated()
 	}
-	return true
+	return out, true
 }
 
-func (a *admission) allowUnauth(src net.Addr) bool {
-	if a.s.policy.Load().unauth.Allow(addrPortOf(src).Addr(), a.s.now()) {
-		return true
+// binding admits a Binding request within the source's credit, answering 420 itself when it
+// carries an unknown comprehension-required attribute (pion would log each at WARN).
+func (a *admission) binding(b []byte, h stunwire.Header, info stunwire.Summary, src net.Addr, ip netip.Addr, now time.Time, r replier) ([]byte, bool) {
+	if info.UnknownRequired {
+		resp, err := unknownAttributes(b, h)
+		if err == nil && a.credit.Spend(addrPortOf(src), now, len(b), len(resp)) {
+			r.reply(resp, src)
+		}
+		return nil, false
 	}
-	a.s.m.unauthDrop.Inc()
-	return false
+	if !a.credit.Spend(addrPortOf(src), now, len(b), bindingAnswerLen(ip)) {
+		a.s.m.unauthDrop.Inc()
+		return nil, false
+	}
+	a.s.m.bindings.Inc()
+	return b, true
+}
+
+// bindingAnswerLen is the size of a Binding success: XOR-MAPPED-ADDRESS and FINGERPRINT.
+func bindingAnswerLen(ip netip.Addr) int {
+	if ip.Unmap().Is4() {
+		return stunwire.HeaderLen + 12 + 8
+	}
+	return stunwire.HeaderLen + 24 + 8
+}
+
+// challenge answers a request that did not authenticate with 401 or 438, a nonce for the
+// source's address and the realm, within the source's credit.
+func (a *admission) challenge(req []byte, src net.Addr, ip netip.Addr, now time.Time, r replier, code stun.ErrorCode) {
+	h, _ := stunwire.ParseHeader(req)
+	resp, err := stun.Build(stun.NewTransactionIDSetter(stunwire.TransactionID(req)),
+		stun.NewType(stun.Method(h.Method()), stun.ClassErrorResponse), code,
+		stun.NewNonce(a.s.nonces.mint(ip, now)), stun.NewRealm(a.s.realm))
+	if err != nil {
+		return
+	}
+	if !a.credit.Spend(addrPortOf(src), now, len(req), len(resp.Raw)) {
+		a.s.m.unauthDrop.Inc()
+		return
+	}
+	r.reply(resp.Raw, src)
+}
+
+// outgoing rewrites what pion sends a client before it leaves: a 401 or 438 gets a nonce
+// minted for the client's address instead of pion's, which is remembered for resign.
+// Everything else passes unchanged.
+func (a *admission) outgoing(b []byte, dst net.Addr) []byte {
+	h, ok := stunwire.ParseHeader(b)
+	if !ok || h.Class() != stunwire.ClassError {
+		return b
+	}
+	info := stunwire.Summarize(b, h)
+	if info.HasIntegrity || info.Nonce == nil {
+		return b
+	}
+	now := a.s.now()
+	a.s.nonces.notePion(string(info.Nonce), now)
+	out, err := replaceNonce(b, a.s.nonces.mint(addrPortOf(dst).Addr(), now))
+	if err != nil {
+		return b
+	}
+	return out
 }
 
 // verify finds the secret whose key checks the message's MESSAGE-INTEGRITY.
-func (a *admission) verify(b, username []byte) (*stun.Message, []byte, string, bool) {
-	e, ok := a.s.keys.get(a.s.ring, a.s.realm, string(username), a.s.now())
+func (a *admission) verify(b, username []byte, now time.Time) (*stun.Message, []byte, string, bool) {
+	e, ok := a.s.keys.get(a.s.ring, a.s.realm, string(username), now)
 	if !ok {
 		return nil, nil, "", false
 	}
@@ -100,6 +207,24 @@ func (a *admission) verify(b, username []byte) (*stun.Message, []byte, string, b
 		}
 	}
 	return nil, nil, "", false
+}
+
+// authFailed counts and (within the per-source log limit) logs a request whose credentials
+// did not verify. The username is public (expiry and user name); passwords never appear.
+func (s *Server) authFailed(src net.Addr, username string, method uint16, now time.Time) {
+	reason := "bad_signature"
+	_, _, err := s.ring.Passwords(username)
+	switch {
+	case errors.Is(err, auth.ErrExpired):
+		reason = "expired"
+	case err != nil:
+		reason = "malformed"
+	}
+	s.m.authFail.WithLabelValues(reason).Inc()
+	if s.sourceLog.allow(addrPortOf(src).Addr(), now) {
+		s.log.Info("turn auth failed", "client", src.String(), "username", username,
+			"method", stun.Method(method).String(), "reason", reason)
+	}
 }
 
 // refusal returns the error code for an authenticated request this server refuses itself.

@@ -10,6 +10,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"icehub/auth"
+	"icehub/turnserver/internal/stunwire"
 )
 
 // recordReplies is a replier that keeps what admission answered.
@@ -39,8 +40,13 @@ func FuzzAdmission(f *testing.F) {
 	}
 	f.Cleanup(func() { _ = srv.Close() })
 	lo := netip.MustParseAddr("127.0.0.1")
-	udp := &admission{s: srv, gen: &relayAddresses{s: srv, v4: &familyRelay{bind: lo, advertised: lo}, ports: PortRange{Min: 61000, Max: 61010}}}
-	tcp := &admission{s: srv, gen: udp.gen, stream: true}
+	gen := &relayAddresses{s: srv, v4: &familyRelay{bind: lo, advertised: lo}, ports: PortRange{Min: 61000, Max: 61010}}
+	udp, tcp := srv.newAdmission(gen, false), srv.newAdmission(gen, true)
+	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 5000}
+	// Seeds carry a nonce minted for src, and pion's nonce is known, so the verified paths
+	// (refusals, re-signing for pion) are reached.
+	nonce := srv.nonces.mint(netip.MustParseAddr("127.0.0.9"), time.Now())
+	srv.nonces.notePion("pion-nonce", time.Now())
 
 	cr, err := ring.Mint("fuzz", time.Hour)
 	if err != nil {
@@ -49,7 +55,7 @@ func FuzzAdmission(f *testing.F) {
 	signed := func(method stun.Method, attrs ...stun.Setter) []byte {
 		s := []stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}
 		s = append(s, attrs...)
-		s = append(s, stun.NewUsername(cr.Username), stun.NewRealm(tc.Realm), stun.NewNonce("nonce"),
+		s = append(s, stun.NewUsername(cr.Username), stun.NewRealm(tc.Realm), stun.NewNonce(nonce),
 			stun.NewLongTermIntegrity(cr.Username, tc.Realm, cr.Password), stun.Fingerprint)
 		return stun.MustBuild(s...).Raw
 	}
@@ -66,13 +72,20 @@ func FuzzAdmission(f *testing.F) {
 	f.Add([]byte{0x40, 0x00, 0x00, 0x01, 0xAA, 0, 0, 0})
 	f.Add([]byte{})
 
-	src := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 5000}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, g := range []*admission{udp, tcp} {
 			r := &recordReplies{}
-			g.admit(append([]byte(nil), b...), src, r)
+			out, ok := g.admit(append([]byte(nil), b...), src, r)
 			if r.n > 1 || r.max > 256 {
 				t.Fatalf("admission answered %d times, largest %d bytes", r.n, r.max)
+			}
+			if ok && (r.n > 0 || len(out) > len(b)+64) {
+				t.Fatalf("admitted after answering (%d) or grew %d -> %d bytes", r.n, len(b), len(out))
+			}
+			if ok && !stunwire.IsChannelData(out) {
+				if _, parsed := stunwire.ParseHeader(out); !parsed {
+					t.Fatalf("admitted %x, not STUN", out)
+				}
 			}
 		}
 	})

@@ -17,6 +17,8 @@ func (s *Server) eventHandler() turn.EventHandler {
 			s.live.Add(1)
 			s.m.active.Inc()
 			s.m.allocations.Inc()
+			s.quotas.addIP(addrPortOf(src).Addr(), 1)
+			s.conns.allocated(src)
 			if r := s.relays.attach(src, dst, relay, s.now()); r != nil && r.owner != nil {
 				r.owner.allocationCreated(src, r)
 			}
@@ -26,6 +28,7 @@ func (s *Server) eventHandler() turn.EventHandler {
 		OnAllocationDeleted: func(src, dst net.Addr, _, user, _ string) {
 			defer s.live.Add(-1)
 			s.m.active.Dec()
+			s.quotas.addIP(addrPortOf(src).Addr(), -1)
 			r := s.relays.detach(src, dst)
 			if r == nil {
 				s.log.Info("turn allocation deleted", "user", user, "client", src.String())

@@ -35,13 +35,20 @@ type testServer struct {
 }
 
 // defaultSettings are server.toml's defaults for the reloadable keys.
-var defaultSettings = Settings{MaxAllocationsPerUser: 10, MaxAllocations: 10000, TCPRelay: true, UnauthRate: 20, UnauthBurst: 40}
+var defaultSettings = Settings{
+	MaxAllocationsPerUser: 10, MaxAllocations: 10000, MaxAllocationsPerIP: 512, TCPRelay: true,
+	AnswerAllowance: 4096, AnswerRefill: 256, IntegrityRate: 1000, IntegrityBurst: 2000,
+	MaxConnsPerIP: 256, AllocateTimeout: time.Minute,
+}
 
 // baseConfig is a loopback configuration with the project defaults otherwise (the ring,
 // logger and registry are filled in by newTestServer).
 func baseConfig() Config {
 	s := defaultSettings
-	s.UnauthRate, s.UnauthBurst = 1000, 1000
+	// Tests hammer the server from one address (loopback): room for that, while each
+	// limit has its own test with the defaults.
+	s.AnswerAllowance, s.AnswerRefill = 1<<20, 1<<20
+	s.MaxAllocationsPerIP = 0
 	return Config{
 		Listen:     []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")},
 		Realm:      "icehub",

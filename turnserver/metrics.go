@@ -16,6 +16,12 @@ type metrics struct {
 	quota       *prometheus.CounterVec
 	bindings    prometheus.Counter
 	unauthDrop  prometheus.Counter
+	// integrityDrop counts authenticated requests dropped unchecked: their source was over
+	// its MESSAGE-INTEGRITY check rate.
+	integrityDrop   prometheus.Counter
+	integrityChecks prometheus.Counter
+	connRefused     prometheus.Counter
+	connTimedOut    prometheus.Counter
 
 	// Resolved children: WithLabelValues on every packet would hash the labels each time.
 	pktToPeer, pktToClient   prometheus.Counter
@@ -49,7 +55,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "icehub_turn_stun_bindings_total", Help: "STUN Binding requests received.",
 		}),
 		unauthDrop: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "icehub_turn_unauth_dropped_total", Help: "Unauthenticated requests dropped by the per-source rate limit.",
+			Name: "icehub_turn_unauth_dropped_total", Help: "Unauthenticated or failed requests left unanswered: their source had no answer credit left.",
+		}),
+		integrityDrop: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "icehub_turn_integrity_dropped_total", Help: "Authenticated requests dropped unchecked: their source was over turn.integrity_rate.",
+		}),
+		integrityChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "icehub_turn_integrity_checks_total", Help: "MESSAGE-INTEGRITY checks made (HMAC work), after the source and nonce checks.",
+		}),
+		connRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "icehub_turn_conns_refused_total", Help: "TCP/TLS connections closed at once: their IP was at turn.max_conns_per_ip.",
+		}),
+		connTimedOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "icehub_turn_conns_timed_out_total", Help: "TCP/TLS connections closed for having no allocation after turn.allocate_timeout.",
 		}),
 		pktToPeer:    packets.WithLabelValues("to_peer"),
 		pktToClient:  packets.WithLabelValues("to_client"),
@@ -60,7 +78,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{
-		m.active, m.allocations, m.authFail, m.peerRefused, m.quota, m.bindings, m.unauthDrop, packets, bytes,
+		m.active, m.allocations, m.authFail, m.peerRefused, m.quota, m.bindings, m.unauthDrop,
+		m.integrityDrop, m.integrityChecks, m.connRefused, m.connTimedOut, packets, bytes,
 	} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

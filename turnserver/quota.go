@@ -2,17 +2,37 @@ package turnserver
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 )
 
-// quotas counts live relay allocations per user and in total.
+// quotas counts live relay allocations per user and in total (as relays are opened and
+// closed) and per client IP (as pion's allocation events say).
 type quotas struct {
 	mu      sync.Mutex
 	total   int
 	perUser map[string]int
+	perIP   map[netip.Addr]int
 }
 
-func newQuotas() *quotas { return &quotas{perUser: make(map[string]int)} }
+func newQuotas() *quotas {
+	return &quotas{perUser: make(map[string]int), perIP: make(map[netip.Addr]int)}
+}
+
+func (q *quotas) ipCount(ip netip.Addr) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.perIP[ip]
+}
+
+// addIP counts an allocation of a client at ip (delta 1) or its end (-1).
+func (q *quotas) addIP(ip netip.Addr, delta int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.perIP[ip] += delta; q.perIP[ip] <= 0 {
+		delete(q.perIP, ip)
+	}
+}
 
 func (q *quotas) userCount(user string) int {
 	q.mu.Lock()
@@ -60,12 +80,21 @@ func (s *Server) releaseRelay(r *relayRecord) {
 	})
 }
 
-// quotaHandler implements turn.QuotaHandler (486 when a user has too many allocations).
+// quotaHandler implements turn.QuotaHandler: 486 when a user, or a client IP, has too many
+// allocations. (Allocations of one IP are counted as pion reports them created; concurrent
+// Allocates from one IP over several TCP connections can overshoot by a few.)
 func (s *Server) quotaHandler(userID, _ string, src net.Addr) bool {
-	max := s.policy.Load().maxUser
-	if max > 0 && s.quotas.userCount(userID) >= max {
+	pol := s.policy.Load()
+	if max := pol.maxUser; max > 0 && s.quotas.userCount(userID) >= max {
 		s.m.quota.WithLabelValues("user").Inc()
 		s.log.Info("turn allocation refused: user quota", "user", userID, "client", src.String(), "max_allocations_per_user", max)
+		return false
+	}
+	if max := pol.maxPerIP; max > 0 && s.quotas.ipCount(addrPortOf(src).Addr()) >= max {
+		s.m.quota.WithLabelValues("ip").Inc()
+		if s.sourceLog.allow(addrPortOf(src).Addr(), s.now()) {
+			s.log.Info("turn allocation refused: per-IP quota", "user", userID, "client", src.String(), "max_allocations_per_ip", max)
+		}
 		return false
 	}
 	return true

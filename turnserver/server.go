@@ -9,6 +9,7 @@ package turnserver
 
 import (
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"net"
@@ -22,6 +23,8 @@ import (
 	"github.com/pion/turn/v5"
 
 	"icehub/auth"
+	"icehub/internal/ratelimit"
+	"icehub/turnserver/internal/stunwire"
 )
 
 // Server is a running STUN/TURN server. Its unexported methods are pion's callbacks and what
@@ -34,12 +37,20 @@ type Server struct {
 	policy atomic.Pointer[policy]
 	// handoff carries the key admission verified to pion's AuthHandler; keys remembers the
 	// long-term keys of usernames that verified.
-	handoff *keyHandoff
-	keys    *longTermKeys
-	quotas  *quotas
-	relays  *relaySet
-	now     func() time.Time
-	live    atomic.Int64 // allocations whose deletion has not been logged yet
+	handoff   *keyHandoff
+	keys      *longTermKeys
+	nonces    *sourceNonces
+	sourceLog *sourceLog
+	quotas    *quotas
+	relays    *relaySet
+	conns     *connCounter
+	now       func() time.Time
+	// challengeLen is the size of a 401 or 438 answer: what an unauthenticated request
+	// must have credit for.
+	challengeLen int
+	creditsMu    sync.Mutex
+	credits      []*ratelimit.Credit // one per listener's admission, for reloads
+	live         atomic.Int64        // allocations whose deletion has not been logged yet
 	// preAuthIdle is how long a stream client may take per frame before it authenticated.
 	preAuthIdle time.Duration
 
@@ -64,8 +75,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		log: log, ring: cfg.Ring, realm: cfg.Realm, m: m,
-		handoff: newKeyHandoff(), keys: newLongTermKeys(), quotas: newQuotas(), relays: newRelaySet(),
-		now: time.Now, preAuthIdle: cmp(cfg.preAuthIdle, preAuthIdle),
+		handoff: newKeyHandoff(), keys: newLongTermKeys(), nonces: newSourceNonces(), sourceLog: newSourceLog(log),
+		quotas: newQuotas(), relays: newRelaySet(), conns: newConnCounter(),
+		now: time.Now, preAuthIdle: cmp(cfg.preAuthIdle, preAuthIdle), challengeLen: challengeLen(cfg.Realm),
 	}
 	s.policy.Store(newPolicy(cfg.Settings, nil))
 	nUDP := cmp(cfg.UDPSockets, runtime.NumCPU())
@@ -94,7 +106,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	stream := func(ln net.Listener, gen *relayAddresses) turn.ListenerConfig {
 		return turn.ListenerConfig{
-			Listener:              newStreamListener(ln, &admission{s: s, gen: gen, stream: true}),
+			Listener:              newStreamListener(ln, s.newAdmission(gen, true)),
 			RelayAddressGenerator: gen, PermissionHandler: s.permissionHandler,
 		}
 	}
@@ -113,7 +125,7 @@ func New(cfg Config) (*Server, error) {
 			// One generator per socket: its relays belong to the listener socket their
 			// client talks to, so the UDP loop can answer on it.
 			sockGen := *gen
-			lst := newUDPListener(pc, &admission{s: s, gen: &sockGen}, portable)
+			lst := newUDPListener(pc, s.newAdmission(&sockGen, false), portable)
 			sockGen.owner = lst
 			pcs = append(pcs, turn.PacketConnConfig{
 				PacketConn: lst, RelayAddressGenerator: &sockGen, PermissionHandler: s.permissionHandler,
@@ -157,6 +169,14 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// challengeLen is the size of the 401 (or 438) admission and pion answer with: the error
+// code with its reason phrase, a minted nonce and the realm.
+func challengeLen(realm string) int {
+	pad := func(n int) int { return (n + 3) &^ 3 }
+	nonce := base64.RawURLEncoding.EncodedLen(4 + nonceMACLen)
+	return stunwire.HeaderLen + 4 + pad(4+len("Unauthorized")) + 4 + pad(nonce) + 4 + pad(len(realm))
+}
+
 // cmp is v, or def when v is zero.
 func cmp[T comparable](v, def T) T {
 	var zero T
@@ -178,7 +198,15 @@ func (s *Server) PrepareReload(set Settings) (commit func(), err error) {
 		return nil, err
 	}
 	p := newPolicy(set, s.policy.Load())
-	return func() { s.policy.Store(p) }, nil
+	return func() {
+		p.integrity.SetLimit(set.IntegrityRate, set.IntegrityBurst)
+		s.creditsMu.Lock()
+		for _, c := range s.credits {
+			c.SetParams(set.AnswerAllowance, set.AnswerRefill)
+		}
+		s.creditsMu.Unlock()
+		s.policy.Store(p)
+	}, nil
 }
 
 // AllocationCount returns the number of live allocations, for draining.

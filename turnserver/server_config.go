@@ -65,11 +65,23 @@ type Settings struct {
 	// 0 means no limit.
 	MaxAllocationsPerUser int
 	MaxAllocations        int
+	// MaxAllocationsPerIP bounds live allocations per client IP (486 past it); 0: no limit.
+	MaxAllocationsPerIP int
 	// TCPRelay allows RFC 6062 TCP relay allocations; off, they are refused with 442.
 	TCPRelay bool
-	// UnauthRate and UnauthBurst limit unauthenticated requests per source IP.
-	UnauthRate  float64
-	UnauthBurst int
+	// AnswerAllowance and AnswerRefill bound the bytes answered to unauthenticated or failed
+	// requests from one address: beyond what it sent, at most AnswerAllowance bytes, of
+	// which AnswerRefill per second come back (ratelimit.Credit).
+	AnswerAllowance float64
+	AnswerRefill    float64
+	// IntegrityRate and IntegrityBurst cap MESSAGE-INTEGRITY checks (HMAC work) per source IP.
+	IntegrityRate  float64
+	IntegrityBurst int
+	// MaxConnsPerIP caps TCP and TLS connections per client IP; 0: no limit.
+	MaxConnsPerIP int
+	// AllocateTimeout closes a TCP or TLS connection that has no allocation by then,
+	// whatever it sends (RFC 6062 data connections excepted); 0: never.
+	AllocateTimeout time.Duration
 }
 
 func (c Config) validate() error {
@@ -92,10 +104,14 @@ func (c Config) validate() error {
 
 func (s Settings) validate() error {
 	switch {
-	case s.MaxAllocationsPerUser < 0 || s.MaxAllocations < 0:
+	case s.MaxAllocationsPerUser < 0 || s.MaxAllocations < 0 || s.MaxAllocationsPerIP < 0:
 		return fmt.Errorf("%w: negative allocation limit", ErrConfig)
-	case s.UnauthRate < 0 || s.UnauthBurst < 0:
-		return fmt.Errorf("%w: negative unauthenticated rate", ErrConfig)
+	case s.AnswerAllowance < 0 || s.AnswerRefill < 0:
+		return fmt.Errorf("%w: negative answer allowance", ErrConfig)
+	case s.IntegrityRate < 0 || s.IntegrityBurst < 0:
+		return fmt.Errorf("%w: negative integrity check rate", ErrConfig)
+	case s.MaxConnsPerIP < 0 || s.AllocateTimeout < 0:
+		return fmt.Errorf("%w: negative connection limit", ErrConfig)
 	}
 	return nil
 }

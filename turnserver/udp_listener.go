@@ -51,10 +51,21 @@ type plainListener struct {
 func (p *plainListener) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := p.PacketConn.ReadFrom(b)
-		if err != nil || p.adm.admit(b[:n], addr, p) {
+		if err != nil {
 			return n, addr, err
 		}
+		if out, ok := p.adm.admit(b[:n], addr, p); ok && len(out) < len(b) {
+			return copy(b, out), addr, nil
+		}
 	}
+}
+
+// WriteTo is pion's: its unauthenticated answers pass admission's outgoing rewrite.
+func (p *plainListener) WriteTo(b []byte, to net.Addr) (int, error) {
+	if _, err := p.PacketConn.WriteTo(p.adm.outgoing(b, to), to); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 func (p *plainListener) reply(b []byte, to net.Addr) { _, _ = p.PacketConn.WriteTo(b, to) }

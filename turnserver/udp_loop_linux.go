@@ -33,7 +33,16 @@ type loopListener struct {
 	once    sync.Once
 
 	// Counted on the loop goroutine and added to the shared metrics once per round.
-	bindings, toPeer, toPeerBytes, toClient, toClientBytes uint64
+	bindings, unanswered, toPeer, toPeerBytes, toClient, toClientBytes uint64
+	now                                                                time.Time // of this round, read once
+}
+
+// roundTime is the time of the current round, read from the clock once per round.
+func (l *loopListener) roundTime() time.Time {
+	if l.now.IsZero() {
+		l.now = l.adm.s.now()
+	}
+	return l.now
 }
 
 // pionPacket is a datagram the loop hands to pion: a copy, since the loop reuses its buffers.
@@ -71,8 +80,13 @@ func (l *loopListener) Listener(pkt []byte, src netip.AddrPort, out *udploop.Out
 		}
 	} else if h, ok := stunwire.ParseHeader(pkt); ok && h.Type == stunwire.MessageType(stunwire.MethodBinding, stunwire.ClassRequest) &&
 		stunwire.PlainBinding(pkt, h) {
-		l.bindings++
-		out.Send(stunwire.AppendBindingSuccess(out.ReplyBuf(), pkt, src), src)
+		// An unauthenticated answer: within the source's credit, like admission's.
+		if l.adm.credit.Spend(src, l.roundTime(), len(pkt), bindingAnswerLen(src.Addr())) {
+			l.bindings++
+			out.Send(stunwire.AppendBindingSuccess(out.ReplyBuf(), pkt, src), src)
+		} else {
+			l.unanswered++
+		}
 		return
 	}
 	queueForPion(l.toPion, pkt, src)
@@ -124,6 +138,9 @@ func (l *loopListener) RoundDone() {
 	if l.bindings > 0 {
 		m.bindings.Add(float64(l.bindings))
 	}
+	if l.unanswered > 0 {
+		m.unauthDrop.Add(float64(l.unanswered))
+	}
 	if l.toPeer > 0 {
 		m.pktToPeer.Add(float64(l.toPeer))
 		m.byteToPeer.Add(float64(l.toPeerBytes))
@@ -132,7 +149,8 @@ func (l *loopListener) RoundDone() {
 		m.pktToClient.Add(float64(l.toClient))
 		m.byteToClient.Add(float64(l.toClientBytes))
 	}
-	l.bindings, l.toPeer, l.toPeerBytes, l.toClient, l.toClientBytes = 0, 0, 0, 0, 0
+	l.bindings, l.unanswered, l.toPeer, l.toPeerBytes, l.toClient, l.toClientBytes = 0, 0, 0, 0, 0, 0
+	l.now = time.Time{}
 }
 
 func queueForPion(q chan pionPacket, b []byte, src netip.AddrPort) {
@@ -148,8 +166,8 @@ func (l *loopListener) ReadFrom(b []byte) (int, net.Addr, error) {
 		select {
 		case pkt := <-l.toPion:
 			addr := net.UDPAddrFromAddrPort(pkt.src)
-			if l.adm.admit(pkt.b, addr, l) {
-				return copy(b, pkt.b), addr, nil
+			if out, ok := l.adm.admit(pkt.b, addr, l); ok && len(out) < len(b) {
+				return copy(b, out), addr, nil
 			}
 		case <-l.done:
 			return 0, nil, net.ErrClosed
@@ -157,18 +175,23 @@ func (l *loopListener) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
+// WriteTo is pion's: its unauthenticated answers pass admission's outgoing rewrite.
 func (l *loopListener) WriteTo(b []byte, addr net.Addr) (int, error) {
-	u, ok := addr.(*net.UDPAddr)
-	if !ok {
-		return 0, udploop.ErrFamily
-	}
-	if err := l.sock.Send(b, u.AddrPort()); err != nil {
+	if err := l.send(l.adm.outgoing(b, addr), addr); err != nil {
 		return 0, err
 	}
 	return len(b), nil
 }
 
-func (l *loopListener) reply(b []byte, to net.Addr) { _, _ = l.WriteTo(b, to) }
+func (l *loopListener) send(b []byte, addr net.Addr) error {
+	u, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return udploop.ErrFamily
+	}
+	return l.sock.Send(b, u.AddrPort())
+}
+
+func (l *loopListener) reply(b []byte, to net.Addr) { _ = l.send(b, to) }
 
 func (l *loopListener) LocalAddr() net.Addr { return l.local }
 

@@ -38,13 +38,14 @@ func newLoopRig(tb testing.TB) *loopRig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s := &Server{log: slog.New(slog.DiscardHandler), m: m, relays: newRelaySet(), quotas: newQuotas(), handoff: newKeyHandoff(), now: time.Now}
+	s := &Server{log: slog.New(slog.DiscardHandler), m: m, relays: newRelaySet(), quotas: newQuotas(), handoff: newKeyHandoff(),
+		nonces: newSourceNonces(), sourceLog: newSourceLog(slog.New(slog.DiscardHandler)), conns: newConnCounter(), now: time.Now}
 	set := defaultSettings
 	set.AllowPeers = []netip.Prefix{mustPrefix("127.0.0.1/32")}
 	s.policy.Store(newPolicy(set, nil))
 	r := &loopRig{s: s, client: listen(), peer: listen()}
 	_ = r.client.SetReadBuffer(8 << 20)
-	lst, err := newLoopListener(listen(), &admission{s: s})
+	lst, err := newLoopListener(listen(), s.newAdmission(nil, false))
 	if err != nil {
 		tb.Fatal(err)
 	}

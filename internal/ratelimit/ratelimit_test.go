@@ -43,3 +43,66 @@ func TestPerAddrMemoryBounded(t *testing.T) {
 		t.Fatalf("%d addresses tracked, bound %d", n, MaxTracked)
 	}
 }
+
+// Answers toward an address never exceed what it sent plus the allowance and the refill,
+// however the requests and answers are sized and spread over ports; a flood from a few
+// ports leaves the allowance to new ports of the same address; another address is
+// unaffected.
+func TestCreditBoundsAnswersByBytesReceived(t *testing.T) {
+	const allowance, refill = 8192, 512 // the defaults
+	c := NewCredit(allowance, refill)
+	now := time.Unix(1000, 0)
+	victim, other := netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.2")
+	port := func(ip netip.Addr, p int) netip.AddrPort { return netip.AddrPortFrom(ip, uint16(p)) }
+	var received, sent int
+	newPortsAnswered := 0
+	const n, dur = 10000, 10.0 // requests over 10 s
+	for i := range n {
+		now = now.Add(time.Millisecond)
+		req, ans := 28, 80 // a bare Allocate and its 401
+		if i%3 == 0 {
+			req = 120 // a wrong-credential Allocate
+		}
+		received += req
+		if c.Spend(port(victim, 1000+i%8), now, req, ans) { // the flood: 8 ports
+			sent += ans
+		}
+		if i%500 == 0 { // now and then the victim's own client, from a new port
+			received += 44
+			if c.Spend(port(victim, 20000+i), now, 44, 80) {
+				sent += 80
+				newPortsAnswered++
+			}
+		}
+	}
+	if bound := float64(received) + allowance + refill*dur; float64(sent) > bound {
+		t.Fatalf("sent %d bytes for %d received: over the bound %.0f", sent, received, bound)
+	}
+	if sent < received/2 {
+		t.Fatalf("sent only %d of %d received: the credit is not spent", sent, received)
+	}
+	if newPortsAnswered != n/500 {
+		t.Fatalf("the victim's new ports were answered %d times of %d under a flood from 8 ports", newPortsAnswered, n/500)
+	}
+	if !c.Spend(port(other, 1), now, 20, 40) {
+		t.Fatal("an address that sent nothing before is refused its first answer")
+	}
+	// A port spraying flood drains the allowance; the bound holds.
+	received, sent = 0, 0
+	for i := range n {
+		now = now.Add(time.Millisecond)
+		received += 28
+		if c.Spend(port(other, 2+i), now, 28, 80) {
+			sent += 80
+		}
+	}
+	if bound := float64(received) + allowance + refill*dur; float64(sent) > bound {
+		t.Fatalf("spraying: sent %d bytes for %d received: over the bound %.0f", sent, received, bound)
+	}
+	// A port's retransmissions add up: by its second try a 44-byte request pays an 80-byte
+	// answer by itself, however drained the allowance.
+	p := port(other, 60000)
+	if !c.Spend(p, now, 44, 80) && !c.Spend(p, now, 44, 80) {
+		t.Fatal("two tries of a port do not pay its answer")
+	}
+}
