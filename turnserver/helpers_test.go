@@ -1,6 +1,7 @@
 package turnserver
 
 import (
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -32,6 +33,49 @@ type testServer struct {
 	udp  string // UDP listen address
 	tcp  string // TCP listen address
 	cfg  Config
+	logs *logCounter
+}
+
+// logCounter is a slog.Handler that counts the records it lets through, by message.
+type logCounter struct {
+	slog.Handler
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (l *logCounter) Handle(ctx context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.n[r.Message]++
+	l.mu.Unlock()
+	return l.Handler.Handle(ctx, r)
+}
+
+func (l *logCounter) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logShare{Handler: l.Handler.WithAttrs(as), c: l}
+}
+
+func (l *logCounter) WithGroup(g string) slog.Handler {
+	return &logShare{Handler: l.Handler.WithGroup(g), c: l}
+}
+
+// logShare is a derived handler (With) that counts into the same logCounter.
+type logShare struct {
+	slog.Handler
+	c *logCounter
+}
+
+func (l *logShare) Handle(ctx context.Context, r slog.Record) error {
+	l.c.mu.Lock()
+	l.c.n[r.Message]++
+	l.c.mu.Unlock()
+	return l.Handler.Handle(ctx, r)
+}
+
+// count returns how many records with message msg were logged.
+func (l *logCounter) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.n[msg]
 }
 
 // defaultSettings are server.toml's defaults for the reloadable keys.
@@ -74,8 +118,8 @@ func newTestServer(t *testing.T, mod func(*Config), level slog.Level, reg promet
 	}
 	w := &testWriter{w: t.Output()}
 	t.Cleanup(w.stop) // registered first, so it runs after the server's Close
-	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-	tc.Ring, tc.Logger, tc.Registerer = ring, log, reg
+	logs := &logCounter{Handler: slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}), n: map[string]int{}}
+	tc.Ring, tc.Logger, tc.Registerer = ring, slog.New(logs), reg
 	if mod != nil {
 		mod(&tc)
 	}
@@ -85,7 +129,7 @@ func newTestServer(t *testing.T, mod func(*Config), level slog.Level, reg promet
 	}
 	t.Cleanup(func() { _ = srv.Close() })
 	addrs := srv.Addrs()
-	return &testServer{srv: srv, ring: ring, udp: addrs[0].String(), tcp: addrs[1].String(), cfg: tc}
+	return &testServer{srv: srv, ring: ring, udp: addrs[0].String(), tcp: addrs[1].String(), cfg: tc, logs: logs}
 }
 
 // creds mints credentials for user under the first secret.
@@ -274,4 +318,23 @@ func (w *testWriter) stop() {
 	w.mu.Lock()
 	w.stopped = true
 	w.mu.Unlock()
+}
+
+func (l *logShare) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logShare{Handler: l.Handler.WithAttrs(as), c: l.c}
+}
+
+func (l *logShare) WithGroup(g string) slog.Handler {
+	return &logShare{Handler: l.Handler.WithGroup(g), c: l.c}
+}
+
+// total returns how many records were logged at all.
+func (l *logCounter) total() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, v := range l.n {
+		n += v
+	}
+	return n
 }

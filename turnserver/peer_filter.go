@@ -9,8 +9,11 @@ type namedPrefix struct {
 }
 
 // defaultDeny lists the ranges a TURN relay must not reach unless the operator opens them:
-// everything IANA marks special-purpose, so the relay cannot be used as a proxy into the
-// host's own networks (loopback services, cloud metadata at 169.254.169.254, LANs).
+// everything in IANA's IPv4 and IPv6 special-purpose address registries (checked against
+// both on 2026-12-01: RFC 6890 and its updates through RFC 9602 SRv6 SIDs and RFC 9780's
+// dummy prefix), so the relay cannot be used as a proxy into the host's own networks
+// (loopback services, cloud metadata at 169.254.169.254, LANs). 64:ff9b::/96 (NAT64) and
+// 2002::/16 (6to4) are judged by the IPv4 address they carry instead.
 // More specific entries come first so a refusal is counted under the most telling name.
 var defaultDeny = func() []namedPrefix {
 	raw := []struct{ name, cidr string }{
@@ -23,8 +26,11 @@ var defaultDeny = func() []namedPrefix {
 		{"private", "172.16.0.0/12"},
 		{"ietf-protocol", "192.0.0.0/24"},
 		{"documentation", "192.0.2.0/24"},
+		{"as112", "192.31.196.0/24"},
+		{"amt", "192.52.193.0/24"},
 		{"6to4-relay", "192.88.99.0/24"},
 		{"private", "192.168.0.0/16"},
+		{"as112", "192.175.48.0/24"},
 		{"benchmarking", "198.18.0.0/15"},
 		{"documentation", "198.51.100.0/24"},
 		{"documentation", "203.0.113.0/24"},
@@ -33,11 +39,15 @@ var defaultDeny = func() []namedPrefix {
 		{"unspecified", "::/128"},
 		{"loopback", "::1/128"},
 		{"ipv4-compatible", "::/96"},
+		{"siit", "::ffff:0:0:0/96"},
 		{"nat64-local", "64:ff9b:1::/48"},
 		{"discard", "100::/64"},
+		{"dummy", "100:0:0:1::/64"},
 		{"ietf-protocol", "2001::/23"},
 		{"documentation", "2001:db8::/32"},
+		{"as112", "2620:4f:8000::/48"},
 		{"documentation", "3fff::/20"},
+		{"srv6-sid", "5f00::/16"},
 		{"unique-local", "fc00::/7"},
 		{"link-local", "fe80::/10"},
 		{"site-local", "fec0::/10"},
