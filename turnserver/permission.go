@@ -57,23 +57,28 @@ type sendDecision struct {
 	gen     uint64
 	ok      bool
 	refused prometheus.Counter // peer_refused_total{range} when !ok
+	// own is set when the peer is one of this server's live UDP relays: the datagram is
+	// delivered to it inside the process (own_relay.go).
+	own *relayRecord
 }
 
-// sendAllowedCached is the per-packet peer check through a relay's one-entry cache, which
+// sendDecision is the per-packet peer check of a UDP relay through its one-entry cache, which
 // holds until the peer, the policy or the set of live relays change; drops are counted.
-func (s *Server) sendAllowedCached(cache *atomic.Pointer[sendDecision], network string, peer netip.AddrPort) bool {
+func (s *Server) sendDecision(cache *atomic.Pointer[sendDecision], peer netip.AddrPort) *sendDecision {
 	pol, gen := s.policy.Load(), s.relays.gen.Load()
 	d := cache.Load()
 	if d == nil || d.peer != peer || d.pol != pol || d.gen != gen {
 		d = &sendDecision{peer: peer, pol: pol, gen: gen}
 		var name string
-		if d.ok, name = s.sendAllowed(network, peer); !d.ok {
+		if d.ok, name = s.sendAllowed("udp", peer); !d.ok {
 			d.refused = s.m.peerRefused.WithLabelValues(name)
+		} else {
+			d.own = s.relays.byAdvertised("udp", peer)
 		}
 		cache.Store(d)
 	}
 	if !d.ok {
 		d.refused.Inc()
 	}
-	return d.ok
+	return d
 }

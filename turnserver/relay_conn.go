@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"time"
 )
 
 // relayPacketConn is a UDP relay socket in Go's poller: the portable relay, and the one for
@@ -15,7 +16,19 @@ type relayPacketConn struct {
 	s     *Server
 	rec   *relayRecord
 	cache atomic.Pointer[sendDecision]
+	// fromOwn holds datagrams handed over by this server's other relays (own_relay.go).
+	fromOwn chan pionPacket
 }
+
+// pionPacket is a datagram handed to pion's read loop: a copy, and its source.
+type pionPacket struct {
+	b   []byte
+	src netip.AddrPort
+}
+
+// ownRelayQueue bounds the datagrams waiting from own relays; beyond it they are dropped,
+// as a full socket buffer would drop them.
+const ownRelayQueue = 32
 
 // openRelay binds a portable relay socket for rec; retry means the port was taken.
 func openRelay(s *Server, network string, rec *relayRecord) (net.PacketConn, bool, error) {
@@ -23,20 +36,46 @@ func openRelay(s *Server, network string, rec *relayRecord) (net.PacketConn, boo
 	if err != nil {
 		return nil, true, err
 	}
-	return &relayPacketConn{UDPConn: pc, s: s, rec: rec}, false, nil
+	return &relayPacketConn{UDPConn: pc, s: s, rec: rec, fromOwn: make(chan pionPacket, ownRelayQueue)}, false, nil
 }
 
 func (r *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	n, addr, err := r.UDPConn.ReadFrom(p)
-	if n > 0 {
-		r.rec.countToClient(r.s.m, n)
+	for {
+		select {
+		case pkt := <-r.fromOwn:
+			r.rec.countToClient(r.s.m, len(pkt.b))
+			return copy(p, pkt.b), net.UDPAddrFromAddrPort(pkt.src), nil
+		default:
+		}
+		n, addr, err := r.UDPConn.ReadFrom(p)
+		if err != nil && len(r.fromOwn) > 0 {
+			// Woken by receiveFromOwnRelay: take what was handed over.
+			_ = r.UDPConn.SetReadDeadline(time.Time{})
+			continue
+		}
+		if n > 0 {
+			r.rec.countToClient(r.s.m, n)
+		}
+		return n, addr, err
 	}
-	return n, addr, err
+}
+
+func (r *relayPacketConn) receiveFromOwnRelay(payload []byte, from netip.AddrPort) {
+	select {
+	case r.fromOwn <- pionPacket{b: append([]byte(nil), payload...), src: from}:
+		_ = r.UDPConn.SetReadDeadline(wakeReader)
+	default:
+	}
 }
 
 func (r *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
-	if !r.s.sendAllowedCached(&r.cache, "udp", addrPortOf(addr)) {
+	d := r.s.sendDecision(&r.cache, addrPortOf(addr))
+	if !d.ok {
 		return len(p), nil // dropped like any datagram; the client was told 403 at permission time
+	}
+	if d.own != nil && d.own != r.rec && deliverToOwnRelay(d.own, p, r.rec.advertised) {
+		r.rec.countToPeer(r.s.m, len(p))
+		return len(p), nil
 	}
 	n, err := r.UDPConn.WriteTo(p, addr)
 	if n > 0 {

@@ -136,6 +136,14 @@ func (s *relaySet) tcpBound(ap netip.AddrPort) bool {
 	return s.tcpBind[ap]
 }
 
+// byAdvertised returns the live relay advertised at ap on network, or nil.
+func (s *relaySet) byAdvertised(network string, ap netip.AddrPort) *relayRecord {
+	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.byAdv[advKey(network, ap)]
+}
+
 func (s *relaySet) lookupAdvertised(network string, a net.Addr) *relayRecord {
 	ap := addrPortOf(a)
 	s.mu.RLock()

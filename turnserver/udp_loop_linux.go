@@ -45,12 +45,6 @@ func (l *loopListener) roundTime() time.Time {
 	return l.now
 }
 
-// pionPacket is a datagram the loop hands to pion: a copy, since the loop reuses its buffers.
-type pionPacket struct {
-	b   []byte
-	src netip.AddrPort
-}
-
 // Queue bounds: beyond them datagrams for pion are dropped, as a full socket buffer would.
 const (
 	listenerQueue = 1024
@@ -265,6 +259,10 @@ type loopRelay struct {
 	cache  atomic.Pointer[sendDecision]
 	toPion chan pionPacket
 	once   sync.Once
+	// closeMu keeps Close from closing toPion under receiveFromOwnRelay, which other relays
+	// call from their own goroutines (the loop's sends are covered by the loop's lock).
+	closeMu sync.RWMutex
+	closed  bool
 }
 
 func (r *loopRelay) ReadFrom(p []byte) (int, net.Addr, error) {
@@ -276,27 +274,51 @@ func (r *loopRelay) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (r *loopRelay) WriteTo(p []byte, addr net.Addr) (int, error) {
-	peer := addrPortOf(addr)
-	if !r.lst.adm.s.sendAllowedCached(&r.cache, "udp", peer) {
-		return len(p), nil // dropped like any datagram; the client was told 403 at permission time
+	if r.sendToPeer(p, addrPortOf(addr)) {
+		r.lst.adm.s.m.pktToPeer.Inc()
+		r.lst.adm.s.m.byteToPeer.Add(float64(len(p)))
 	}
-	if err := r.sock.Send(p, peer); err != nil {
-		return 0, err
-	}
-	r.rec.countToPeer(r.lst.adm.s.m, len(p))
-	return len(p), nil
+	return len(p), nil // a datagram refused or lost is dropped like any; the client was told 403 at permission time
 }
 
-// sendToPeer is the loop's WriteTo: peer is unmapped and nothing is allocated. It counts
-// the allocation's own figures and reports whether it sent, so the loop can add the shared
-// counters once per round.
+// sendToPeer is the loop's WriteTo: peer is unmapped and nothing is allocated (but for a
+// peer that is one of this server's relays). It counts the allocation's own figures and
+// reports whether it sent, so the loop can add the shared counters once per round.
 func (r *loopRelay) sendToPeer(p []byte, peer netip.AddrPort) bool {
-	if !r.lst.adm.s.sendAllowedCached(&r.cache, "udp", peer) || r.sock.Send(p, peer) != nil {
+	d := r.lst.adm.s.sendDecision(&r.cache, peer)
+	if !d.ok {
+		return false
+	}
+	if d.own != nil && d.own != r.rec {
+		if !deliverToOwnRelay(d.own, p, r.rec.advertised) {
+			return false
+		}
+	} else if r.sock.Send(p, peer) != nil {
 		return false
 	}
 	r.rec.bytesToPeer.Add(uint64(len(p)))
 	r.rec.pktsToPeer.Add(1)
 	return true
+}
+
+// receiveFromOwnRelay takes a datagram another relay of this server sent to this one, as the
+// loop takes one from the socket: framed for the client when its channel is bound, else
+// handed to pion (which checks the allocation's permissions).
+func (r *loopRelay) receiveFromOwnRelay(payload []byte, from netip.AddrPort) {
+	r.rec.countToClient(r.lst.adm.s.m, len(payload))
+	if a := r.alloc.Load(); a != nil {
+		if num := a.channelFor(from); num != 0 {
+			buf := make([]byte, stunwire.ChannelHeaderLen+len(payload)+3)
+			copy(buf[stunwire.ChannelHeaderLen:], payload)
+			_ = r.lst.sock.Send(buf[:stunwire.PutChannelHeader(buf, num, len(payload))], a.client)
+			return
+		}
+	}
+	r.closeMu.RLock()
+	if !r.closed {
+		queueForPion(r.toPion, payload, from)
+	}
+	r.closeMu.RUnlock()
 }
 
 func (r *loopRelay) Close() error {
@@ -305,7 +327,10 @@ func (r *loopRelay) Close() error {
 			r.lst.clients.remove(a)
 		}
 		r.lst.loop.Remove(r.sock)
-		close(r.toPion) // the loop no longer serves r, so nothing sends on toPion any more
+		r.closeMu.Lock()
+		r.closed = true
+		close(r.toPion) // the loop no longer serves r, and own relays see closed
+		r.closeMu.Unlock()
 		r.lst.adm.s.releaseRelay(r.rec)
 	})
 	return nil
