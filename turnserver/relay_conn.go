@@ -1,7 +1,9 @@
 package turnserver
 
 import (
+	"errors"
 	"net"
+	"os"
 	"net/netip"
 	"sync/atomic"
 	"time"
@@ -48,8 +50,10 @@ func (r *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 		default:
 		}
 		n, addr, err := r.UDPConn.ReadFrom(p)
-		if err != nil && len(r.fromOwn) > 0 {
-			// Woken by receiveFromOwnRelay: take what was handed over.
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// Woken by receiveFromOwnRelay (pion sets no deadline on relay sockets): take
+			// what was handed over. The deadline may have been set after a datagram was
+			// already taken above, so nothing may be waiting: then read on.
 			_ = r.UDPConn.SetReadDeadline(time.Time{})
 			continue
 		}
