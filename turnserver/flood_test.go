@@ -227,8 +227,10 @@ func TestSpoofedFloodsDoNotLockOutClients(t *testing.T) {
 			checks := metrictest.Value(t, reg, "icehub_turn_integrity_checks_total", nil) - checks0
 			t.Logf("%s: flood sent %d requests (%d bytes), %d answered (%d bytes); %v integrity checks",
 				kind.name, st.sent.Load(), st.bytesIn.Load(), st.answered.Load(), st.bytesOut.Load(), checks)
-			if st.sent.Load() < int64(socks*pps)*int64(dur/time.Second)*8/10 {
-				t.Fatalf("only %d flood requests sent", st.sent.Load())
+			// The generator shares the CPUs (and is slow under -race): a third of the
+			// target rate still floods the server far past its answer credit.
+			if st.sent.Load() < int64(socks*pps)*int64(dur/time.Second)/3 {
+				t.Fatalf("only %d flood requests sent: no flood to speak of", st.sent.Load())
 			}
 			bound := st.bytesIn.Load() + int64(defaultSettings.AnswerAllowance+defaultSettings.AnswerRefill*(dur.Seconds()+1))
 			if st.bytesOut.Load() > bound {

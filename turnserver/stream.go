@@ -116,7 +116,7 @@ func (c *streamConn) authenticated() { c.authed = true }
 func (c *streamConn) allocateTimeout() {
 	if !c.hasAllocation.Load() && !c.raw.Load() {
 		c.adm.s.m.connTimedOut.Inc()
-		_ = c.Close()
+		_ = c.close(false) // this is the timer's goroutine: allocTimer is not ordered with it
 	}
 }
 
@@ -191,10 +191,12 @@ func (c *streamConn) isBindSuccess(b []byte) bool {
 func (c *streamConn) reply(b []byte, _ net.Addr) { _, _ = c.Conn.Write(b) }
 
 // Close closes the connection once and gives its place in the per-IP count back.
-func (c *streamConn) Close() error {
+func (c *streamConn) Close() error { return c.close(true) }
+
+func (c *streamConn) close(stopTimer bool) error {
 	var err error
 	c.closeOnce.Do(func() {
-		if c.allocTimer != nil {
+		if stopTimer && c.allocTimer != nil {
 			c.allocTimer.Stop()
 		}
 		c.adm.s.conns.close(c, c.ip)
