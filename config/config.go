@@ -91,6 +91,11 @@ type Signal struct {
 	MessageBurst      int      `toml:"message_burst"`
 	TLSCert           string   `toml:"tls_cert"`
 	TLSKey            string   `toml:"tls_key"`
+	// ResumeWindow is how long a session outlives a lost connection for /ws?resume=TOKEN;
+	// 0 turns session resume off.
+	ResumeWindow Duration `toml:"resume_window"`
+	// ResumeBuffer is how many frames a parked session may miss and still be resumed.
+	ResumeBuffer int `toml:"resume_buffer"`
 }
 
 // Admin configures the metrics and health listener.
@@ -144,6 +149,8 @@ func Default() Config {
 			MaxConnsPerIP:     64,
 			MessagesPerSecond: 50,
 			MessageBurst:      100,
+			ResumeWindow:      Duration{30 * time.Second},
+			ResumeBuffer:      256,
 		},
 		Admin:   Admin{Listen: "127.0.0.1:9641"},
 		Cluster: Cluster{MemberTTL: Duration{15 * time.Second}},
@@ -340,6 +347,12 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Signal.MaxConnsPerIP < 0 || c.Signal.MessagesPerSecond < 0 || c.Signal.MessageBurst < 0 {
 		return bad("signal.messages_per_second", "limits must not be negative")
+	}
+	if c.Signal.ResumeWindow.Duration < 0 || c.Signal.ResumeWindow.Duration > time.Hour {
+		return bad("signal.resume_window", "must be between 0s (off) and 1h")
+	}
+	if c.Signal.ResumeBuffer < 1 || c.Signal.ResumeBuffer > 65536 {
+		return bad("signal.resume_buffer", "must be 1 to 65536")
 	}
 	if (c.Signal.TLSCert == "") != (c.Signal.TLSKey == "") {
 		return bad("signal.tls_cert", "tls_cert and tls_key go together")

@@ -25,12 +25,16 @@ func heapInUse() uint64 {
 
 // TestTenThousandRoomsBoundedMemory opens 10 000 rooms (100 connections × 100 rooms) in
 // the in-process hub and checks the heap grows by a bounded amount per room, the room
-// count follows, and everything is released when the connections go.
+// count follows, and everything is released when the connections go and their resume
+// window passes.
 func TestTenThousandRoomsBoundedMemory(t *testing.T) {
 	e := newEnv(t, time.Hour, func(s *config.Signal) {
 		s.MaxRoomsPerConn = 100
 		s.MaxConnsPerIP = 0
 		s.MessagesPerSecond = 0
+		// The connections drop without a goodbye, so their sessions are parked first: the
+		// rooms must still all go once the window passes.
+		s.ResumeWindow = config.Duration{Duration: time.Second}
 	})
 	base := heapInUse()
 	baseG := runtime.NumGoroutine()

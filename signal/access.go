@@ -28,6 +28,9 @@ type policy struct {
 	maxFrame   int64
 	sendQueue  int
 	pingPeriod time.Duration
+
+	resumeWindow time.Duration // 0: resume off
+	resumeBuffer int
 }
 
 func newPolicy(s config.Signal) (*policy, error) {
@@ -47,6 +50,9 @@ func newPolicy(s config.Signal) (*policy, error) {
 	if s.PingInterval.Duration <= 0 {
 		s.PingInterval = def.PingInterval
 	}
+	if s.ResumeBuffer <= 0 {
+		s.ResumeBuffer = def.ResumeBuffer
+	}
 	p := &policy{
 		sig:        s,
 		origins:    make(map[string]bool),
@@ -55,6 +61,9 @@ func newPolicy(s config.Signal) (*policy, error) {
 		pingPeriod: s.PingInterval.Duration,
 		msgRate:    rate.Inf,
 		apiRate:    rate.Inf,
+
+		resumeWindow: max(s.ResumeWindow.Duration, 0),
+		resumeBuffer: s.ResumeBuffer,
 	}
 	for _, o := range s.AllowedOrigins {
 		if o == "*" {

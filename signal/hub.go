@@ -46,11 +46,17 @@ type Hub struct {
 	ctx    context.Context // cancelled by Shutdown; parent of every connection's context
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	clients map[string]*client
-	perIP   map[string]int
-	closing bool
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	clients  map[*client]struct{}
+	perIP    map[string]int
+	closing  bool
+	wg       sync.WaitGroup
+	sessions map[string]*session // by peer id: live, parked here, or being resumed
+	parked   int                 // sessions parked on this node
+	parkedIP map[string]int      // of them, per client IP
+	parkCap  int                 // at most this many parked sessions (maxParked; tests lower it)
+
+	store resumeStore
 
 	apiLimits *ipLimiter
 }
@@ -70,13 +76,21 @@ func New(cfg Config) (*Hub, error) {
 		cfg.Rooms = NewMemoryRooms()
 	}
 	h := &Hub{
-		ring:    cfg.Ring,
-		ttl:     cfg.TTL,
-		ice:     append([]string(nil), cfg.ICEURLs...),
-		log:     cfg.Logger,
-		rooms:   cfg.Rooms,
-		clients: make(map[string]*client),
-		perIP:   make(map[string]int),
+		ring:     cfg.Ring,
+		ttl:      cfg.TTL,
+		ice:      append([]string(nil), cfg.ICEURLs...),
+		log:      cfg.Logger,
+		rooms:    cfg.Rooms,
+		clients:  make(map[*client]struct{}),
+		perIP:    make(map[string]int),
+		sessions: make(map[string]*session),
+		parkedIP: make(map[string]int),
+		parkCap:  maxParked,
+	}
+	if st, ok := cfg.Rooms.(resumeStore); ok {
+		h.store = st
+	} else {
+		h.store = newMemResume(cfg.Rooms)
 	}
 	pol, err := newPolicy(cfg.Signal)
 	if err != nil {
@@ -92,7 +106,15 @@ func New(cfg Config) (*Hub, error) {
 	if ev, ok := cfg.Rooms.(evicter); ok {
 		ev.OnEvict(h.evicted)
 	}
+	if mv, ok := cfg.Rooms.(mover); ok {
+		mv.onMoved(h.moved)
+	}
 	return h, nil
+}
+
+// mover is a Rooms that tells the hub when a session of this node was resumed on another.
+type mover interface {
+	onMoved(func(id, sel string))
 }
 
 // evicter is a Rooms that drops members on its own, as a clustered store does with the peers
@@ -134,7 +156,7 @@ func (h *Hub) Reload(s config.Signal) error {
 	h.pol.Store(pol)
 	h.apiLimits.setLimit(pol.apiRate, pol.apiBurst)
 	h.mu.Lock()
-	for _, c := range h.clients {
+	for c := range h.clients {
 		c.limiter.SetLimit(pol.msgRate)
 		c.limiter.SetBurst(pol.msgBurst)
 	}
@@ -147,8 +169,15 @@ func (h *Hub) Reload(s config.Signal) error {
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	h.closing = true
-	for _, c := range h.clients {
-		c.kill(closeGoingAway, "going away")
+	for c := range h.clients {
+		c.kill(closeGoingAway, "going away", endShutdown)
+	}
+	// Sessions parked here end with the process; in a cluster the other nodes evict them
+	// from their rooms when their window passes.
+	for _, s := range h.sessions {
+		if s.parkedHere {
+			s.timer.Stop()
+		}
 	}
 	h.mu.Unlock()
 	done := make(chan struct{})
@@ -188,19 +217,19 @@ func (h *Hub) release(ip string) {
 
 func (h *Hub) addClient(c *client) {
 	h.mu.Lock()
-	h.clients[c.id] = c
+	h.clients[c] = struct{}{}
 	closing := h.closing
 	h.mu.Unlock()
 	h.metrics.conns.Inc()
 	h.metrics.connsTotal.Inc()
 	if closing {
-		c.kill(closeGoingAway, "going away")
+		c.kill(closeGoingAway, "going away", endShutdown)
 	}
 }
 
 func (h *Hub) removeClient(c *client) {
 	h.mu.Lock()
-	delete(h.clients, c.id)
+	delete(h.clients, c)
 	h.mu.Unlock()
 	h.metrics.conns.Dec()
 }

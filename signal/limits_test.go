@@ -176,6 +176,7 @@ func TestShutdownGoingAway(t *testing.T) {
 func TestPingReapsDeadPeer(t *testing.T) {
 	e := newEnv(t, time.Hour, func(s *config.Signal) {
 		s.PingInterval = config.Duration{Duration: 100 * time.Millisecond}
+		s.ResumeWindow = config.Duration{} // resume off: the reaped peer leaves at once
 	})
 	a := e.connect(t)
 	a.join("r")
