@@ -123,13 +123,12 @@ type evicter interface {
 	OnEvict(func(room, peer string))
 }
 
-// evicted tells a room that a peer of a dead node is gone.
+// evicted tells a room that the store dropped a peer: its node stopped heartbeating, or it
+// was parked and its window passed or its buffer overflowed. The store logs which.
 func (h *Hub) evicted(room, peer string) {
-	ev := mustJSON(peerFrame{Type: "peer-left", Room: room, ID: peer})
-	if err := h.rooms.Publish(h.ctx, room, peer, "", ev); err != nil {
-		h.log.Warn("announcing eviction", "peer", peer, "room", room, "err", err)
-	}
-	h.log.Info("peer evicted: its node stopped heartbeating", "peer", peer, "room", room)
+	ctx, cancel := context.WithTimeout(context.Background(), leaveWait)
+	defer cancel()
+	h.announceLeft(ctx, room, peer)
 }
 
 // Handler returns the hub's routes: /ws, /api/ice-servers, /api/turn, /healthz and the demo pages.
