@@ -127,8 +127,13 @@ func (p *policy) originAllowed(r *http.Request) bool {
 
 // keyAllowed checks Authorization: Bearer K or ?key=K when API keys are configured.
 func (p *policy) keyAllowed(r *http.Request) bool {
+	return len(p.keys) == 0 || p.keyPresented(r)
+}
+
+// keyPresented reports whether the request carries one of the configured API keys.
+func (p *policy) keyPresented(r *http.Request) bool {
 	if len(p.keys) == 0 {
-		return true
+		return false
 	}
 	got := r.URL.Query().Get("key")
 	if a := r.Header.Get("Authorization"); a != "" {

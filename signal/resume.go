@@ -34,8 +34,10 @@ func (h *Hub) openSession(c *client, token string) {
 		}
 		h.metrics.resumes.WithLabelValues("refused").Inc()
 	}
-	s := &session{h: h, id: newPeerID(), ip: c.ip, rooms: make(map[string]struct{})}
-	s.turnUser = s.id
+	// The TURN user is a second random identity that only this session's own iceServers
+	// carry: the peer id is shown to every room member, and credentials minted for it would
+	// let any of them spend this session's per-user allocation quota.
+	s := &session{h: h, id: newPeerID(), turnUser: newPeerID(), ip: c.ip, rooms: make(map[string]struct{})}
 	c.sess, c.id = s, s.id
 	var token2 string
 	if c.pol.resumeWindow > 0 {

@@ -41,6 +41,9 @@ func TestClusterResumeOnOtherNode(t *testing.T) {
 	if w.ID != a.id || !w.Resumed || !slices.Equal(w.Rooms, []string{"r1", "r2"}) || w.Resume == a.welcome.Resume {
 		t.Fatalf("resumed on n2: %+v", w)
 	}
+	if turnUser(t, n2.ring, w.ICEServers) != turnUser(t, n1.ring, a.welcome.ICEServers) {
+		t.Fatal("the session's TURN user changed with the node")
+	}
 	a2.expectMessage("r1", b.id, "1")
 	a2.expectMessage("r2", b.id, "2")
 	if f := a2.expect("peer-joined"); f.ID != c.id {

@@ -93,6 +93,9 @@ func TestResumeKeepsIDRoomsAndMissedFrames(t *testing.T) {
 	if len(w.Resume) != 64 || w.Resume == a.welcome.Resume || len(w.ICEServers) == 0 {
 		t.Fatalf("resumed welcome must carry a fresh token and credentials: %+v", w)
 	}
+	if turnUser(t, e.ring, w.ICEServers) != turnUser(t, e.ring, a.welcome.ICEServers) {
+		t.Fatal("the resumed session's credentials are for another TURN user: its quota would split")
+	}
 	a2.expectMessage("r1", b.id, "1")
 	a2.expectMessage("r2", b.id, "2")
 	a2.expectMessage("r1", b.id, "3")
