@@ -143,7 +143,8 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 		return fmt.Errorf("signal: %w", err)
 	}
 
-	a.http = &http.Server{Handler: a.hub.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	a.http = &http.Server{Handler: a.hub.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		IdleTimeout: cfg.Signal.IdleTimeout.Duration, ReadTimeout: cfg.Signal.ReadTimeout.Duration}
 	if fr.tls != nil {
 		a.http.TLSConfig = fr.tls
 		go a.http.ServeTLS(fr.http, "", "") //nolint:errcheck // ends with Shutdown
@@ -237,6 +238,8 @@ func sameListeners(old, cur config.Config) error {
 		return errors.New("TLS turned on or off: restart to apply")
 	case old.Signal.Listen != cur.Signal.Listen:
 		return errors.New("signal.listen changed: restart to apply")
+	case old.Signal.IdleTimeout != cur.Signal.IdleTimeout || old.Signal.ReadTimeout != cur.Signal.ReadTimeout:
+		return errors.New("signal.idle_timeout or signal.read_timeout changed: restart to apply")
 	case old.Admin.Listen != cur.Admin.Listen:
 		return errors.New("admin.listen changed: restart to apply")
 	case old.Log.Format != cur.Log.Format:

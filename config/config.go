@@ -96,6 +96,10 @@ type Signal struct {
 	ResumeWindow Duration `toml:"resume_window"`
 	// ResumeBuffer is how many frames a parked session may miss and still be resumed.
 	ResumeBuffer int `toml:"resume_buffer"`
+	// IdleTimeout closes keep-alive HTTP connections idle that long; ReadTimeout bounds
+	// reading a whole HTTP request, body included (hijacked WebSockets are not affected).
+	IdleTimeout Duration `toml:"idle_timeout"`
+	ReadTimeout Duration `toml:"read_timeout"`
 }
 
 // Admin configures the metrics and health listener.
@@ -151,6 +155,8 @@ func Default() Config {
 			MessageBurst:      100,
 			ResumeWindow:      Duration{30 * time.Second},
 			ResumeBuffer:      256,
+			IdleTimeout:       Duration{60 * time.Second},
+			ReadTimeout:       Duration{10 * time.Second},
 		},
 		Admin:   Admin{Listen: "127.0.0.1:9641"},
 		Cluster: Cluster{MemberTTL: Duration{15 * time.Second}},
@@ -353,6 +359,12 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.Signal.ResumeBuffer < 1 || c.Signal.ResumeBuffer > 65536 {
 		return bad("signal.resume_buffer", "must be 1 to 65536")
+	}
+	if c.Signal.IdleTimeout.Duration < time.Second {
+		return bad("signal.idle_timeout", "must be 1s or more")
+	}
+	if c.Signal.ReadTimeout.Duration < time.Second {
+		return bad("signal.read_timeout", "must be 1s or more")
 	}
 	if (c.Signal.TLSCert == "") != (c.Signal.TLSKey == "") {
 		return bad("signal.tls_cert", "tls_cert and tls_key go together")

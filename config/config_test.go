@@ -76,6 +76,8 @@ func TestBadInputNamesKeyAndLine(t *testing.T) {
 		{"bad ice url", "[signal]\nice_urls = [\"http://x\"]\n", "signal.ice_urls", 2},
 		{"room size zero", "[signal]\nmax_peers_per_room = 0\n", "signal.max_peers_per_room", 2},
 		{"resume window negative", "[signal]\nresume_window = \"-1s\"\n", "signal.resume_window", 2},
+		{"idle timeout zero", "[signal]\nidle_timeout = \"0s\"\n", "signal.idle_timeout", 2},
+		{"read timeout short", "[signal]\nread_timeout = \"10ms\"\n", "signal.read_timeout", 2},
 		{"resume buffer zero", "[signal]\nresume_buffer = 0\n", "signal.resume_buffer", 2},
 		{"redis url", "[cluster]\nredis_url = \"localhost:6379\"\n", "cluster.redis_url", 2},
 		{"dotted key", "turn.relay_ports = \"1-0\"\n", "turn.relay_ports", 1},
