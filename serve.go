@@ -135,8 +135,9 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 		rooms = rr
 		log.Info("cluster mode: rooms shared through redis")
 	}
+	hs := hubSettings(cfg.Signal, a.tlsMgr)
 	a.hub, err = icesignal.New(icesignal.Config{
-		Signal: cfg.Signal, Ring: ring, TTL: cfg.Auth.TTL.Duration, ICEURLs: iceURLs(cfg),
+		Settings: hs, Ring: ring, TTL: cfg.Auth.TTL.Duration, ICEURLs: iceURLs(cfg),
 		Logger: log, Registerer: reg, Rooms: rooms,
 	})
 	if err != nil {
@@ -144,7 +145,7 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 	}
 
 	a.http = &http.Server{Handler: a.hub.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-		IdleTimeout: cfg.Signal.IdleTimeout.Duration, ReadTimeout: cfg.Signal.ReadTimeout.Duration}
+		IdleTimeout: hs.IdleTimeout, ReadTimeout: hs.ReadTimeout}
 	if fr.tls != nil {
 		a.http.TLSConfig = fr.tls
 		go a.http.ServeTLS(fr.http, "", "") //nolint:errcheck // ends with Shutdown
@@ -209,10 +210,12 @@ func (a *app) apply(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	if err := a.hub.Reload(cfg.Signal); err != nil {
-		return err
+	commitHub, err := a.hub.PrepareReload(hubSettings(cfg.Signal, certs))
+	if err != nil {
+		return fmt.Errorf("signal: %w", err)
 	}
 	commitTURN()
+	commitHub()
 	if err := a.ring.Set(a.secrets(cfg)); err != nil {
 		return err
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -85,6 +86,7 @@ type Signal struct {
 	SendQueue         int      `toml:"send_queue"`
 	PingInterval      Duration `toml:"ping_interval"`
 	AllowedOrigins    []string `toml:"allowed_origins"`
+	PublicOrigins     []string `toml:"public_origins"`
 	APIKeys           []string `toml:"api_keys"`
 	MaxConnsPerIP     int      `toml:"max_conns_per_ip"`
 	MessagesPerSecond float64  `toml:"messages_per_second"`
@@ -144,6 +146,7 @@ func Default() Config {
 			Listen:            "0.0.0.0:8080",
 			ICEURLs:           []string{},
 			AllowedOrigins:    []string{},
+			PublicOrigins:     []string{},
 			APIKeys:           []string{},
 			MaxPeersPerRoom:   2,
 			MaxRoomsPerConn:   8,
@@ -360,6 +363,16 @@ func (c *Config) validate(data []byte) error {
 	if c.Signal.ResumeBuffer < 1 || c.Signal.ResumeBuffer > 65536 {
 		return bad("signal.resume_buffer", "must be 1 to 65536")
 	}
+	for _, o := range c.Signal.AllowedOrigins {
+		if o != "*" && !isOrigin(o) {
+			return bad("signal.allowed_origins", "%q is not \"*\" or scheme://host[:port] (http or https, no path)", o)
+		}
+	}
+	for _, o := range c.Signal.PublicOrigins {
+		if !isOrigin(o) {
+			return bad("signal.public_origins", "%q is not scheme://host[:port] (http or https, no path)", o)
+		}
+	}
 	if c.Signal.IdleTimeout.Duration < time.Second {
 		return bad("signal.idle_timeout", "must be 1s or more")
 	}
@@ -389,6 +402,13 @@ func (c *Config) validate(data []byte) error {
 		return bad("cluster.node_id", "must not contain '|', ',', spaces or newlines")
 	}
 	return nil
+}
+
+// isOrigin reports whether o is a web origin: http(s)://host[:port], nothing more.
+func isOrigin(o string) bool {
+	u, err := url.Parse(strings.TrimSpace(o))
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil &&
+		(u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == ""
 }
 
 func checkHostPort(s string) error {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"icehub/auth"
-	"icehub/config"
 )
 
 // checkICEServers verifies the RTCIceServer list: STUN without, TURN with credentials
@@ -214,7 +213,7 @@ func TestICEServersHostPlaceholder(t *testing.T) {
 // credentials for that TURN user (and so cannot spend its allocation quota); a backend with an
 // API key may name its users.
 func TestTURNUserCannotBeTaken(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.APIKeys = []string{"backend-key-0123456789"} })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.APIKeys = []string{"backend-key-0123456789"} })
 	key := "?key=backend-key-0123456789"
 	dial := func() *peer {
 		conn, _, err := e.dialRaw(t, key, nil)
@@ -257,7 +256,7 @@ func TestTURNUserCannotBeTaken(t *testing.T) {
 	if got := mint("backend-user-7", "&key=backend-key-0123456789"); got != "backend-user-7" {
 		t.Fatalf("with an API key the user is %q, want it as given", got)
 	}
-	if err := e.hub.Reload(func() config.Signal { s := e.hub.pol.Load().sig; s.APIKeys = nil; return s }()); err != nil {
+	if err := e.hub.Reload(func() Settings { s := e.hub.pol.Load().sig; s.APIKeys = nil; return s }()); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{victim.id, victimTURN} {

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icehub/auth"
-	"icehub/config"
 )
 
 const testSecret = "test-secret-0123456789"
@@ -30,23 +29,23 @@ type testEnv struct {
 }
 
 // newEnv starts a hub on an httptest server; mod adjusts the [signal] config first.
-func newEnv(t *testing.T, ttl time.Duration, mod func(*config.Signal)) *testEnv {
+func newEnv(t *testing.T, ttl time.Duration, mod func(*Settings)) *testEnv {
 	t.Helper()
 	return newEnvWith(t, ttl, testICE, nil, mod)
 }
 
 // newEnvWith is newEnv with given ICE URLs and, when ring is not nil, a shared secret ring.
-func newEnvWith(t *testing.T, ttl time.Duration, ice []string, ring *auth.Ring, mod func(*config.Signal)) *testEnv {
+func newEnvWith(t *testing.T, ttl time.Duration, ice []string, ring *auth.Ring, mod func(*Settings)) *testEnv {
 	t.Helper()
-	sig := config.Default().Signal
-	sig.PingInterval = config.Duration{Duration: 5 * time.Second}
+	sig := DefaultSettings()
+	sig.PingInterval = 5 * time.Second
 	if mod != nil {
 		mod(&sig)
 	}
 	if ring == nil {
 		ring = newTestRing(t)
 	}
-	return newEnvConfig(t, Config{Signal: sig, Ring: ring, TTL: ttl, ICEURLs: ice})
+	return newEnvConfig(t, Config{Settings: sig, Ring: ring, TTL: ttl, ICEURLs: ice})
 }
 
 // newEnvConfig starts a hub built from cfg (Registerer is set here).

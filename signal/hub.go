@@ -18,12 +18,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icehub/auth"
-	"icehub/config"
+	"icehub/internal/ratelimit"
 )
 
 // Config is what the hub needs from the rest of the program.
 type Config struct {
-	Signal     config.Signal
+	Settings   Settings // what a reload may change (PrepareReload)
 	Ring       *auth.Ring
 	TTL        time.Duration // lifetime of minted TURN credentials
 	ICEURLs    []string      // stun:, turn: and turns: URLs handed to clients
@@ -58,16 +58,18 @@ type Hub struct {
 
 	store resumeStore
 
-	apiLimits *ipLimiter
+	apiLimits *ratelimit.PerAddr
+
+	reloadMu sync.Mutex // one PrepareReload/commit at a time
 }
 
 // New validates cfg and returns a hub ready to serve.
 func New(cfg Config) (*Hub, error) {
 	if cfg.Ring == nil {
-		return nil, errors.New("signal: Config.Ring is nil")
+		return nil, errors.New("Config.Ring is nil")
 	}
 	if cfg.TTL < time.Second {
-		return nil, fmt.Errorf("signal: credential TTL %s is under one second", cfg.TTL)
+		return nil, fmt.Errorf("credential TTL %s is under one second", cfg.TTL)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -92,12 +94,12 @@ func New(cfg Config) (*Hub, error) {
 	} else {
 		h.store = newMemResume(cfg.Rooms)
 	}
-	pol, err := newPolicy(cfg.Signal)
+	pol, err := newPolicy(cfg.Settings, h.ice)
 	if err != nil {
 		return nil, err
 	}
 	h.pol.Store(pol)
-	h.apiLimits = newIPLimiter(pol.apiRate, pol.apiBurst)
+	h.apiLimits = ratelimit.New(pol.apiRate, pol.apiBurst)
 	h.metrics, err = newMetrics(cfg.Registerer, h.roomCount)
 	if err != nil {
 		return nil, err
@@ -145,23 +147,43 @@ func (h *Hub) Handler() http.Handler {
 	return mux
 }
 
-// Reload applies new allowed origins, API keys and limits; open connections get the new
-// message rate at once, frame and queue sizes apply to new connections.
-func (h *Hub) Reload(s config.Signal) error {
-	pol, err := newPolicy(s)
+// PrepareReload checks s and builds everything it needs without changing anything; the
+// returned commit applies it and cannot fail. So a reload that touches several components
+// prepares them all and commits all or none. Once committed, open connections get the new
+// message rate at once; frame and queue sizes and the ping period apply to new connections,
+// the resume settings to connections lost from then on. IdleTimeout and ReadTimeout are the
+// HTTP server's and are ignored here.
+func (h *Hub) PrepareReload(s Settings) (commit func(), err error) {
+	pol, err := newPolicy(s, h.ice)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		h.reloadMu.Lock()
+		defer h.reloadMu.Unlock()
+		h.pol.Store(pol)
+		h.apiLimits.SetLimit(pol.apiRate, pol.apiBurst)
+		h.mu.Lock()
+		for c := range h.clients {
+			c.limiter.SetLimit(pol.msgRate)
+			c.limiter.SetBurst(pol.msgBurst)
+		}
+		h.mu.Unlock()
+	}, nil
+}
+
+// Reload is PrepareReload and its commit, for a caller with nothing else to reload.
+func (h *Hub) Reload(s Settings) error {
+	commit, err := h.PrepareReload(s)
 	if err != nil {
 		return err
 	}
-	h.pol.Store(pol)
-	h.apiLimits.setLimit(pol.apiRate, pol.apiBurst)
-	h.mu.Lock()
-	for c := range h.clients {
-		c.limiter.SetLimit(pol.msgRate)
-		c.limiter.SetBurst(pol.msgBurst)
-	}
-	h.mu.Unlock()
+	commit()
 	return nil
 }
+
+// Settings returns the settings in force.
+func (h *Hub) Settings() Settings { return h.pol.Load().sig }
 
 // Shutdown refuses new connections, closes every WebSocket with 1001 "going away" and waits
 // for their goroutines until ctx is done.

@@ -8,12 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"icehub/config"
 	"icehub/internal/metrictest"
 )
 
 func TestJoinAnnouncesToOthers(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxPeersPerRoom = 3 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxPeersPerRoom = 3 })
 	a, b := e.connect(t), e.connect(t)
 	ja := a.join("r1")
 	if ja.Room != "r1" || ja.ID != a.id || len(ja.Peers) != 0 {
@@ -54,7 +53,7 @@ func TestFullAtCapacity(t *testing.T) {
 }
 
 func TestLeaveAndDisconnectAnnounce(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxPeersPerRoom = 3 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxPeersPerRoom = 3 })
 	a, b, c := e.connect(t), e.connect(t), e.connect(t)
 	a.join("r")
 	b.join("r")
@@ -85,7 +84,7 @@ func TestLeaveAndDisconnectAnnounce(t *testing.T) {
 }
 
 func TestMessageRouting(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxPeersPerRoom = 3 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxPeersPerRoom = 3 })
 	a, b, c := e.connect(t), e.connect(t), e.connect(t)
 	other := e.connect(t) // in another room: must never hear r's traffic
 	a.join("r")
@@ -120,7 +119,7 @@ func TestMessageRouting(t *testing.T) {
 }
 
 func TestErrorCodes(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxRoomsPerConn = 2 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxRoomsPerConn = 2 })
 	p := e.connect(t)
 	q := e.connect(t)
 	p.join("mine")
@@ -238,9 +237,9 @@ func TestLateJoinerHearsOfEachPeerOnce(t *testing.T) {
 	rooms := &holdRooms{MemoryRooms: NewMemoryRooms(), held: make(chan struct{}), free: make(chan struct{})}
 	var release sync.Once
 	free := func() { release.Do(func() { close(rooms.free) }) }
-	sig := config.Default().Signal
+	sig := DefaultSettings()
 	sig.MaxPeersPerRoom = 3
-	e := newEnvConfig(t, Config{Signal: sig, Ring: newTestRing(t), TTL: time.Hour, ICEURLs: testICE, Rooms: rooms})
+	e := newEnvConfig(t, Config{Settings: sig, Ring: newTestRing(t), TTL: time.Hour, ICEURLs: testICE, Rooms: rooms})
 	t.Cleanup(free) // before the hub's shutdown, which waits for the held announcement
 	a, b, c := e.connect(t), e.connect(t), e.connect(t)
 	a.join("r")

@@ -10,12 +10,11 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"icehub/config"
 	"icehub/internal/metrictest"
 )
 
 func TestOversizedFrameCloses1009(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxFrameBytes = 1024 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxFrameBytes = 1024 })
 	p := e.connect(t)
 	p.join("big")
 	p.sendRaw(`{"type":"message","room":"big","data":"` + strings.Repeat("x", 1100) + `"}`)
@@ -28,7 +27,7 @@ func TestOversizedFrameCloses1009(t *testing.T) {
 }
 
 func TestSlowConsumerDroppedRoomKeepsFlowing(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) {
+	e := newEnv(t, time.Hour, func(s *Settings) {
 		s.MaxPeersPerRoom = 3
 		s.SendQueue = 16
 		s.MessagesPerSecond = 0 // unlimited: this test is about the send side
@@ -92,7 +91,7 @@ func (p *peer) expectSkipping(typ, skip string) frame {
 }
 
 func TestRateLimitThenFloodClose(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) {
+	e := newEnv(t, time.Hour, func(s *Settings) {
 		s.MessagesPerSecond = 0.5
 		s.MessageBurst = 3
 	})
@@ -116,7 +115,7 @@ func TestRateLimitThenFloodClose(t *testing.T) {
 }
 
 func TestConnLimitPerIP(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxConnsPerIP = 2 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxConnsPerIP = 2 })
 	a := e.connect(t)
 	e.connect(t)
 	_, resp, err := e.dialRaw(t, "", nil)
@@ -174,9 +173,9 @@ func TestShutdownGoingAway(t *testing.T) {
 }
 
 func TestPingReapsDeadPeer(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) {
-		s.PingInterval = config.Duration{Duration: 100 * time.Millisecond}
-		s.ResumeWindow = config.Duration{} // resume off: the reaped peer leaves at once
+	e := newEnv(t, time.Hour, func(s *Settings) {
+		s.PingInterval = 100 * time.Millisecond
+		s.ResumeWindow = 0 // resume off: the reaped peer leaves at once
 	})
 	a := e.connect(t)
 	a.join("r")

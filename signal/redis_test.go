@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"icehub/config"
 	"icehub/internal/testenv"
 )
 
@@ -82,17 +81,17 @@ func (r *redisProc) stop() {
 
 // newNode starts a hub whose rooms are shared through redisURL as node `name`. Both nodes
 // of a test share one secret ring, as a cluster's nodes share auth.secrets.
-func newNode(t *testing.T, redisURL, name string, mod func(*config.Signal)) *testEnv {
+func newNode(t *testing.T, redisURL, name string, mod func(*Settings)) *testEnv {
 	t.Helper()
 	rr, err := NewRedisRooms(RedisRoomsConfig{URL: redisURL, NodeID: name, Expiry: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = rr.Close() }) // after the hub's shutdown (cleanups run last-first)
-	sig := config.Default().Signal
-	sig.PingInterval = config.Duration{Duration: 5 * time.Second}
+	sig := DefaultSettings()
+	sig.PingInterval = 5 * time.Second
 	if mod != nil {
 		mod(&sig)
 	}
-	return newEnvConfig(t, Config{Signal: sig, Ring: newTestRing(t), TTL: time.Hour, ICEURLs: testICE, Rooms: rr})
+	return newEnvConfig(t, Config{Settings: sig, Ring: newTestRing(t), TTL: time.Hour, ICEURLs: testICE, Rooms: rr})
 }

@@ -6,8 +6,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	"icehub/config"
 )
 
 // Resume rules across two nodes sharing rooms through a real Redis: every rule of
@@ -15,8 +13,8 @@ import (
 
 func TestClusterResumeOnOtherNode(t *testing.T) {
 	url := startRedis(t)
-	n1 := newNode(t, url, "n1", func(s *config.Signal) { s.MaxPeersPerRoom = 3 })
-	n2 := newNode(t, url, "n2", func(s *config.Signal) { s.MaxPeersPerRoom = 3 })
+	n1 := newNode(t, url, "n1", func(s *Settings) { s.MaxPeersPerRoom = 3 })
+	n2 := newNode(t, url, "n2", func(s *Settings) { s.MaxPeersPerRoom = 3 })
 	a, b := n1.connect(t), n2.connect(t)
 	a.join("r1")
 	a.join("r2")
@@ -61,7 +59,7 @@ func TestClusterResumeOnOtherNode(t *testing.T) {
 
 func TestClusterResumeWindowPasses(t *testing.T) {
 	url := startRedis(t)
-	window := func(s *config.Signal) { s.ResumeWindow = config.Duration{Duration: time.Second} }
+	window := func(s *Settings) { s.ResumeWindow = time.Second }
 	n1, n2 := newNode(t, url, "n1", window), newNode(t, url, "n2", window)
 	a, b := n1.connect(t), n2.connect(t)
 	a.join("r")
@@ -120,7 +118,7 @@ func TestClusterResumeTakesOverAcrossNodes(t *testing.T) {
 
 func TestClusterResumeBufferBound(t *testing.T) {
 	url := startRedis(t)
-	small := func(s *config.Signal) { s.ResumeBuffer = 3 }
+	small := func(s *Settings) { s.ResumeBuffer = 3 }
 	n1, n2 := newNode(t, url, "n1", small), newNode(t, url, "n2", small)
 	a, b := n1.connect(t), n2.connect(t)
 	a.join("r")
@@ -244,7 +242,7 @@ func TestClusterLongLivedSessionResumes(t *testing.T) {
 // resumed client must still get them strictly in order, without a gap, up to the last one.
 func TestClusterResumeOrderUnderTraffic(t *testing.T) {
 	url := startRedis(t)
-	fast := func(s *config.Signal) { s.MessagesPerSecond = 0; s.ResumeBuffer = 4096 }
+	fast := func(s *Settings) { s.MessagesPerSecond = 0; s.ResumeBuffer = 4096 }
 	n1, n2 := newNode(t, url, "n1", fast), newNode(t, url, "n2", fast)
 	a, b := n1.connect(t), n2.connect(t)
 	a.join("r")

@@ -14,7 +14,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"icehub/config"
 	"icehub/internal/metrictest"
 )
 
@@ -66,7 +65,7 @@ func TestWelcomeCarriesResumeToken(t *testing.T) {
 // The central promise: a dropped client comes back with the same id, its rooms, and every
 // frame its rooms sent it meanwhile, in order; the others hear nothing of the gap.
 func TestResumeKeepsIDRoomsAndMissedFrames(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxPeersPerRoom = 3 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxPeersPerRoom = 3 })
 	a, b := e.connect(t), e.connect(t)
 	a.join("r1")
 	a.join("r2")
@@ -119,7 +118,7 @@ func TestResumeKeepsIDRoomsAndMissedFrames(t *testing.T) {
 
 func TestResumeWindowPassesThenPeerLeft(t *testing.T) {
 	const window = 700 * time.Millisecond
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.ResumeWindow = config.Duration{Duration: window} })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.ResumeWindow = window })
 	a, b := e.connect(t), e.connect(t)
 	a.join("r")
 	b.join("r")
@@ -202,7 +201,7 @@ func TestBadTokensGetNewSession(t *testing.T) {
 }
 
 func TestResumeBufferBound(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.ResumeBuffer = 5 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.ResumeBuffer = 5 })
 	a, b := e.connect(t), e.connect(t)
 	a.join("r")
 	b.join("r")
@@ -258,7 +257,7 @@ func TestResumeBufferByteBound(t *testing.T) {
 
 // A replay longer than the send queue is delivered whole, not taken for a slow consumer.
 func TestResumeReplayLongerThanSendQueue(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.SendQueue = 16; s.ResumeBuffer = 100 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.SendQueue = 16; s.ResumeBuffer = 100 })
 	a, b := e.connect(t), e.connect(t)
 	a.join("r")
 	b.join("r")
@@ -316,7 +315,7 @@ func TestCloseFrameEndsSession(t *testing.T) {
 
 // A peer reaped for not answering pings is parked like any lost connection.
 func TestReapedPeerResumes(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.PingInterval = config.Duration{Duration: 100 * time.Millisecond} })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.PingInterval = 100 * time.Millisecond })
 	b := e.connect(t)
 	b.join("r")
 	// a never reads, so gorilla never answers the hub's pings.
@@ -349,7 +348,7 @@ func TestReapedPeerResumes(t *testing.T) {
 }
 
 func TestParkedCapsPerIPAndTotal(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxConnsPerIP = 2; s.MaxPeersPerRoom = 8 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxConnsPerIP = 2; s.MaxPeersPerRoom = 8 })
 	b := e.connect(t)
 	b.join("r")
 	var as []*peer
@@ -376,7 +375,7 @@ func TestParkedCapsPerIPAndTotal(t *testing.T) {
 	}
 
 	// The node-wide cap.
-	e2 := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxPeersPerRoom = 8 })
+	e2 := newEnv(t, time.Hour, func(s *Settings) { s.MaxPeersPerRoom = 8 })
 	e2.hub.parkCap = 1
 	b2 := e2.connect(t)
 	b2.join("r")
@@ -393,7 +392,7 @@ func TestParkedCapsPerIPAndTotal(t *testing.T) {
 }
 
 func TestResumeOff(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.ResumeWindow = config.Duration{} })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.ResumeWindow = 0 })
 	a, b := e.connect(t), e.connect(t)
 	if a.welcome.Resume != "" || a.welcome.ResumeWindow != 0 {
 		t.Fatalf("resume off, yet welcome offers %q for %d s", a.welcome.Resume, a.welcome.ResumeWindow)
@@ -409,7 +408,7 @@ func TestResumeOff(t *testing.T) {
 
 // Racing resumes with one token: exactly one wins.
 func TestConcurrentResumesOneWins(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxConnsPerIP = 0 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxConnsPerIP = 0 })
 	a := e.connect(t)
 	a.join("r")
 	e.drop(t, a)
@@ -448,9 +447,9 @@ func TestConcurrentResumesOneWins(t *testing.T) {
 // Resume tokens are credentials: nothing the hub logs, at any level, contains one.
 func TestResumeTokensNeverLogged(t *testing.T) {
 	var logs syncBuffer
-	sig := config.Default().Signal
-	sig.PingInterval = config.Duration{Duration: 5 * time.Second}
-	e := newEnvConfig(t, Config{Signal: sig, Ring: newTestRing(t), TTL: time.Hour, ICEURLs: testICE,
+	sig := DefaultSettings()
+	sig.PingInterval = 5 * time.Second
+	e := newEnvConfig(t, Config{Settings: sig, Ring: newTestRing(t), TTL: time.Hour, ICEURLs: testICE,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	a, b := e.connect(t), e.connect(t)
 	a.join("r")
@@ -517,7 +516,7 @@ func TestServerSideCutResumes(t *testing.T) {
 // then its connection is cut. On resume it gets a contiguous run of frames ending with the
 // last one sent, at least as many as were queued.
 func TestResumeReplaysWhatWasStillQueued(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) {
+	e := newEnv(t, time.Hour, func(s *Settings) {
 		s.MessagesPerSecond = 0
 		s.SendQueue = 1024
 		s.ResumeBuffer = 1024
