@@ -409,8 +409,20 @@ func (c *client) readLoop() {
 		last = now
 		return c.conn.SetReadDeadline(now.Add(pongWait))
 	}
-	c.conn.SetPongHandler(func(string) error { return extend() })
-	c.conn.SetPingHandler(c.pingHandler)
+	// Control frames count against messages_per_second like any other: each ping costs a
+	// pong, and a flood of either is a flood.
+	c.conn.SetPongHandler(func(string) error {
+		if !c.allowFrame() {
+			return nil
+		}
+		return extend()
+	})
+	c.conn.SetPingHandler(func(data string) error {
+		if !c.allowFrame() {
+			return nil
+		}
+		return c.pingHandler(data)
+	})
 	for c.ctx.Err() == nil {
 		kind, r, err := c.conn.NextReader()
 		var data []byte

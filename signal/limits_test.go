@@ -200,3 +200,39 @@ func TestPingReapsDeadPeer(t *testing.T) {
 		t.Fatalf("got %+v, %v; want peer-left for the dead peer", f, err)
 	}
 }
+
+// A ping flood gets what a message flood gets (issue 11): 200 000 pings, sent as fast as the
+// socket takes them (at most 20 s), end in a close for flooding long before the last.
+func TestPingFloodClosed(t *testing.T) {
+	e := newEnv(t, time.Hour, nil) // 50 frames/s, burst 100
+	p := e.connect(t)
+	start := time.Now()
+	sent := 0
+	for ; sent < 200000 && time.Since(start) < 20*time.Second; sent++ {
+		if err := p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second)); err != nil {
+			break
+		}
+	}
+	if sent == 200000 {
+		t.Fatalf("all 200 000 pings were taken in %v", time.Since(start))
+	}
+	if got := metrictest.Value(t, e.reg, "icehub_signal_errors_total", map[string]string{"code": CodeRateLimited}); got < 1 {
+		t.Fatalf("no rate-limited error counted (%v) after %d pings", got, sent)
+	}
+	// The connection is over: a close frame (1008) or, with pings still unread, a reset.
+	for {
+		_ = p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _, err := p.conn.ReadMessage()
+		if err == nil {
+			continue
+		}
+		if isTimeout(err) {
+			t.Fatalf("the connection is still open after %d pings", sent)
+		}
+		if ce, ok := err.(*websocket.CloseError); ok && ce.Code != websocket.ClosePolicyViolation && ce.Code != websocket.CloseAbnormalClosure {
+			t.Fatalf("closed with %d, want 1008", ce.Code)
+		}
+		break
+	}
+	t.Logf("closed after %d pings in %v", sent, time.Since(start).Round(time.Millisecond))
+}
