@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"icehub/internal/testenv"
 )
 
 // redisServer is a real redis-server on a loopback port, without persistence.
@@ -19,10 +21,7 @@ type redisServer struct {
 
 func startRedis(t *testing.T, port int) *redisServer {
 	t.Helper()
-	path, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatal("redis-server not installed: apt-get install redis-server (bash .ci/test does it as root)")
-	}
+	path := testenv.Tool(t, "redis-server", "redis-server")
 	r := &redisServer{port: port, done: make(chan struct{})}
 	r.cmd = exec.Command(path, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "",
 		"--appendonly", "no", "--dir", t.TempDir())

@@ -8,6 +8,7 @@ import (
 
 	"icehub/auth"
 	"icehub/config"
+	icesignal "icehub/signal"
 	"icehub/turnserver"
 )
 
@@ -55,6 +56,36 @@ func turnSettings(t config.TURN) turnserver.Settings {
 		IntegrityBurst:        t.IntegrityBurst,
 		MaxConnsPerIP:         t.MaxConnsPerIP,
 		AllocateTimeout:       t.AllocateTimeout.Duration,
+	}
+}
+
+// hubSettings maps the file's [signal] table onto the hub's settings; cs supplies the names
+// in the HTTPS certificate, which are the hub's own for the same-origin rule.
+func hubSettings(s config.Signal, cs *certs) icesignal.Settings {
+	var names []string
+	if crt := cs.signal.Load(); crt != nil && crt.Leaf != nil {
+		names = append(names, crt.Leaf.DNSNames...)
+		for _, ip := range crt.Leaf.IPAddresses {
+			names = append(names, ip.String())
+		}
+	}
+	return icesignal.Settings{
+		MaxPeersPerRoom:   s.MaxPeersPerRoom,
+		MaxRoomsPerConn:   s.MaxRoomsPerConn,
+		MaxFrameBytes:     s.MaxFrameBytes,
+		SendQueue:         s.SendQueue,
+		PingInterval:      s.PingInterval.Duration,
+		AllowedOrigins:    s.AllowedOrigins,
+		PublicOrigins:     s.PublicOrigins,
+		Hostnames:         names,
+		APIKeys:           s.APIKeys,
+		MaxConnsPerIP:     s.MaxConnsPerIP,
+		MessagesPerSecond: s.MessagesPerSecond,
+		MessageBurst:      s.MessageBurst,
+		ResumeWindow:      s.ResumeWindow.Duration,
+		ResumeBuffer:      s.ResumeBuffer,
+		IdleTimeout:       s.IdleTimeout.Duration,
+		ReadTimeout:       s.ReadTimeout.Duration,
 	}
 }
 

@@ -40,8 +40,8 @@ func TestHubCredentialsAllocateUntilTheyExpire(t *testing.T) {
 
 	ws := dialHub(t, p.signal)
 	fromWelcome := turnEntry(t, ws.ice, p.turn)
-	if !strings.HasSuffix(fromWelcome.Username, ":"+ws.id) {
-		t.Fatalf("welcome credentials %q are not for peer %s", fromWelcome.Username, ws.id)
+	if strings.Contains(fromWelcome.Username, ws.id) {
+		t.Fatalf("welcome credentials %q are for the peer id %s, which every room member sees", fromWelcome.Username, ws.id)
 	}
 
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/ice-servers", p.signal))
@@ -82,5 +82,37 @@ func TestHubCredentialsAllocateUntilTheyExpire(t *testing.T) {
 		if _, err := allocate(t, p.turn, e.Username, e.Credential); err == nil {
 			t.Fatalf("%s credentials still allocate after their TTL", name)
 		}
+	}
+}
+
+// Issue 11 point 3: a room member learns the victim's peer id and asks /api/turn for
+// credentials in that name, as many as the per-user quota (10): it must not take the
+// victim's allocations away.
+func TestRoomMemberCannotSpendAnothersTURNQuota(t *testing.T) {
+	p := startIcehub(t, "")
+	victim, attacker := dialHub(t, p.signal), dialHub(t, p.signal)
+	victim.send(map[string]any{"type": "join", "room": "call"})
+	victim.expect("joined")
+	attacker.send(map[string]any{"type": "join", "room": "call"})
+	joined := attacker.expect("joined")
+	peers, _ := joined["peers"].([]any)
+	if len(peers) != 1 || peers[0] != victim.id {
+		t.Fatalf("the attacker should see the victim's id: %v", joined)
+	}
+	for range 10 {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/api/turn?service=turn&username=%s", p.signal, victim.id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cr struct{ Username, Password string }
+		json.NewDecoder(resp.Body).Decode(&cr)
+		resp.Body.Close()
+		if _, err := allocate(t, p.turn, cr.Username, cr.Password); err != nil {
+			t.Fatalf("attacker's own allocation: %v", err)
+		}
+	}
+	mine := turnEntry(t, victim.ice, p.turn)
+	if _, err := allocate(t, p.turn, mine.Username, mine.Credential); err != nil {
+		t.Fatalf("the victim cannot allocate with its own credentials: %v", err)
 	}
 }

@@ -172,18 +172,25 @@ func (p *proc) waitLog(t *testing.T, s string, within time.Duration) {
 
 // wsClient is a test peer on the hub.
 type wsClient struct {
-	t    *testing.T
-	c    *websocket.Conn
-	id   string
-	ice  json.RawMessage
-	msgs chan map[string]any
-	err  error // the read error that ended the connection, set before msgs closes
+	t       *testing.T
+	c       *websocket.Conn
+	id      string
+	ice     json.RawMessage
+	welcome map[string]any
+	msgs    chan map[string]any
+	err     error // the read error that ended the connection, set before msgs closes
 }
 
 func dialHub(t *testing.T, port int) *wsClient {
 	t.Helper()
+	return dialHubQuery(t, port, "")
+}
+
+// dialHubQuery dials /ws with a query string, e.g. "?resume=TOKEN".
+func dialHubQuery(t *testing.T, port int, query string) *wsClient {
+	t.Helper()
 	hdr := http.Header{"Origin": {fmt.Sprintf("http://127.0.0.1:%d", port)}}
-	c, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/ws", port), hdr)
+	c, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/ws%s", port, query), hdr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +211,7 @@ func dialHub(t *testing.T, port int) *wsClient {
 		}
 	}()
 	welcome := w.expect("welcome")
+	w.welcome = welcome
 	w.id, _ = welcome["id"].(string)
 	w.ice, _ = json.Marshal(welcome["iceServers"])
 	return w

@@ -135,15 +135,17 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 		rooms = rr
 		log.Info("cluster mode: rooms shared through redis")
 	}
+	hs := hubSettings(cfg.Signal, a.tlsMgr)
 	a.hub, err = icesignal.New(icesignal.Config{
-		Signal: cfg.Signal, Ring: ring, TTL: cfg.Auth.TTL.Duration, ICEURLs: iceURLs(cfg),
+		Settings: hs, Ring: ring, TTL: cfg.Auth.TTL.Duration, ICEURLs: iceURLs(cfg),
 		Logger: log, Registerer: reg, Rooms: rooms,
 	})
 	if err != nil {
 		return fmt.Errorf("signal: %w", err)
 	}
 
-	a.http = &http.Server{Handler: a.hub.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	a.http = &http.Server{Handler: a.hub.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		IdleTimeout: hs.IdleTimeout, ReadTimeout: hs.ReadTimeout}
 	if fr.tls != nil {
 		a.http.TLSConfig = fr.tls
 		go a.http.ServeTLS(fr.http, "", "") //nolint:errcheck // ends with Shutdown
@@ -208,10 +210,12 @@ func (a *app) apply(cfg config.Config) error {
 	if err != nil {
 		return err
 	}
-	if err := a.hub.Reload(cfg.Signal); err != nil {
-		return err
+	commitHub, err := a.hub.PrepareReload(hubSettings(cfg.Signal, certs))
+	if err != nil {
+		return fmt.Errorf("signal: %w", err)
 	}
 	commitTURN()
+	commitHub()
 	if err := a.ring.Set(a.secrets(cfg)); err != nil {
 		return err
 	}
@@ -237,6 +241,8 @@ func sameListeners(old, cur config.Config) error {
 		return errors.New("TLS turned on or off: restart to apply")
 	case old.Signal.Listen != cur.Signal.Listen:
 		return errors.New("signal.listen changed: restart to apply")
+	case old.Signal.IdleTimeout != cur.Signal.IdleTimeout || old.Signal.ReadTimeout != cur.Signal.ReadTimeout:
+		return errors.New("signal.idle_timeout or signal.read_timeout changed: restart to apply")
 	case old.Admin.Listen != cur.Admin.Listen:
 		return errors.New("admin.listen changed: restart to apply")
 	case old.Log.Format != cur.Log.Format:

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
@@ -85,12 +86,22 @@ type Signal struct {
 	SendQueue         int      `toml:"send_queue"`
 	PingInterval      Duration `toml:"ping_interval"`
 	AllowedOrigins    []string `toml:"allowed_origins"`
+	PublicOrigins     []string `toml:"public_origins"`
 	APIKeys           []string `toml:"api_keys"`
 	MaxConnsPerIP     int      `toml:"max_conns_per_ip"`
 	MessagesPerSecond float64  `toml:"messages_per_second"`
 	MessageBurst      int      `toml:"message_burst"`
 	TLSCert           string   `toml:"tls_cert"`
 	TLSKey            string   `toml:"tls_key"`
+	// ResumeWindow is how long a session outlives a lost connection for /ws?resume=TOKEN;
+	// 0 turns session resume off.
+	ResumeWindow Duration `toml:"resume_window"`
+	// ResumeBuffer is how many frames a parked session may miss and still be resumed.
+	ResumeBuffer int `toml:"resume_buffer"`
+	// IdleTimeout closes keep-alive HTTP connections idle that long; ReadTimeout bounds
+	// reading a whole HTTP request, body included (hijacked WebSockets are not affected).
+	IdleTimeout Duration `toml:"idle_timeout"`
+	ReadTimeout Duration `toml:"read_timeout"`
 }
 
 // Admin configures the metrics and health listener.
@@ -135,6 +146,7 @@ func Default() Config {
 			Listen:            "0.0.0.0:8080",
 			ICEURLs:           []string{},
 			AllowedOrigins:    []string{},
+			PublicOrigins:     []string{},
 			APIKeys:           []string{},
 			MaxPeersPerRoom:   2,
 			MaxRoomsPerConn:   8,
@@ -144,6 +156,10 @@ func Default() Config {
 			MaxConnsPerIP:     64,
 			MessagesPerSecond: 50,
 			MessageBurst:      100,
+			ResumeWindow:      Duration{30 * time.Second},
+			ResumeBuffer:      256,
+			IdleTimeout:       Duration{60 * time.Second},
+			ReadTimeout:       Duration{10 * time.Second},
 		},
 		Admin:   Admin{Listen: "127.0.0.1:9641"},
 		Cluster: Cluster{MemberTTL: Duration{15 * time.Second}},
@@ -341,6 +357,28 @@ func (c *Config) validate(data []byte) error {
 	if c.Signal.MaxConnsPerIP < 0 || c.Signal.MessagesPerSecond < 0 || c.Signal.MessageBurst < 0 {
 		return bad("signal.messages_per_second", "limits must not be negative")
 	}
+	if c.Signal.ResumeWindow.Duration < 0 || c.Signal.ResumeWindow.Duration > time.Hour {
+		return bad("signal.resume_window", "must be between 0s (off) and 1h")
+	}
+	if c.Signal.ResumeBuffer < 1 || c.Signal.ResumeBuffer > 65536 {
+		return bad("signal.resume_buffer", "must be 1 to 65536")
+	}
+	for _, o := range c.Signal.AllowedOrigins {
+		if o != "*" && !isOrigin(o) {
+			return bad("signal.allowed_origins", "%q is not \"*\" or scheme://host[:port] (http or https, no path)", o)
+		}
+	}
+	for _, o := range c.Signal.PublicOrigins {
+		if !isOrigin(o) {
+			return bad("signal.public_origins", "%q is not scheme://host[:port] (http or https, no path)", o)
+		}
+	}
+	if c.Signal.IdleTimeout.Duration < time.Second {
+		return bad("signal.idle_timeout", "must be 1s or more")
+	}
+	if c.Signal.ReadTimeout.Duration < time.Second {
+		return bad("signal.read_timeout", "must be 1s or more")
+	}
 	if (c.Signal.TLSCert == "") != (c.Signal.TLSKey == "") {
 		return bad("signal.tls_cert", "tls_cert and tls_key go together")
 	}
@@ -364,6 +402,13 @@ func (c *Config) validate(data []byte) error {
 		return bad("cluster.node_id", "must not contain '|', ',', spaces or newlines")
 	}
 	return nil
+}
+
+// isOrigin reports whether o is a web origin: http(s)://host[:port], nothing more.
+func isOrigin(o string) bool {
+	u, err := url.Parse(strings.TrimSpace(o))
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil &&
+		(u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == ""
 }
 
 func checkHostPort(s string) error {

@@ -75,6 +75,12 @@ func TestBadInputNamesKeyAndLine(t *testing.T) {
 		{"tls without cert", "[turn]\ntls_listen = \"0.0.0.0:5349\"\n", "turn.tls_listen", 2},
 		{"bad ice url", "[signal]\nice_urls = [\"http://x\"]\n", "signal.ice_urls", 2},
 		{"room size zero", "[signal]\nmax_peers_per_room = 0\n", "signal.max_peers_per_room", 2},
+		{"resume window negative", "[signal]\nresume_window = \"-1s\"\n", "signal.resume_window", 2},
+		{"origin not a url", "[signal]\nallowed_origins = [\"not a url at all\"]\n", "signal.allowed_origins", 2},
+		{"origin with path", "[signal]\npublic_origins = [\"https://x.example/app\"]\n", "signal.public_origins", 2},
+		{"idle timeout zero", "[signal]\nidle_timeout = \"0s\"\n", "signal.idle_timeout", 2},
+		{"read timeout short", "[signal]\nread_timeout = \"10ms\"\n", "signal.read_timeout", 2},
+		{"resume buffer zero", "[signal]\nresume_buffer = 0\n", "signal.resume_buffer", 2},
 		{"redis url", "[cluster]\nredis_url = \"localhost:6379\"\n", "cluster.redis_url", 2},
 		{"dotted key", "turn.relay_ports = \"1-0\"\n", "turn.relay_ports", 1},
 	}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"icehub/config"
 	"icehub/internal/metrictest"
 )
 
@@ -25,12 +24,16 @@ func heapInUse() uint64 {
 
 // TestTenThousandRoomsBoundedMemory opens 10 000 rooms (100 connections × 100 rooms) in
 // the in-process hub and checks the heap grows by a bounded amount per room, the room
-// count follows, and everything is released when the connections go.
+// count follows, and everything is released when the connections go and their resume
+// window passes.
 func TestTenThousandRoomsBoundedMemory(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) {
+	e := newEnv(t, time.Hour, func(s *Settings) {
 		s.MaxRoomsPerConn = 100
 		s.MaxConnsPerIP = 0
 		s.MessagesPerSecond = 0
+		// The connections drop without a goodbye, so their sessions are parked first: the
+		// rooms must still all go once the window passes.
+		s.ResumeWindow = time.Second
 	})
 	base := heapInUse()
 	baseG := runtime.NumGoroutine()
@@ -72,7 +75,7 @@ func TestTenThousandRoomsBoundedMemory(t *testing.T) {
 // joining a full room over and over, and 50 connections racing into one room, while a pair
 // in another room keeps exchanging messages: every message arrives, in order.
 func TestJoinFloodOthersUnaffected(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxConnsPerIP = 0 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxConnsPerIP = 0 })
 	a, b := e.connect(t), e.connect(t)
 	a.join("quiet")
 	b.join("quiet")
@@ -120,8 +123,8 @@ func TestJoinFloodOthersUnaffected(t *testing.T) {
 			break
 		}
 	}
-	if joined != config.Default().Signal.MaxPeersPerRoom {
-		t.Fatalf("%d of 50 racers joined a room of %d", joined, config.Default().Signal.MaxPeersPerRoom)
+	if joined != DefaultSettings().MaxPeersPerRoom {
+		t.Fatalf("%d of 50 racers joined a room of %d", joined, DefaultSettings().MaxPeersPerRoom)
 	}
 	if code := flooder.expectClose(10 * time.Second); code != websocket.ClosePolicyViolation {
 		t.Fatalf("flooder closed with %d, want 1008", code)
@@ -131,8 +134,8 @@ func TestJoinFloodOthersUnaffected(t *testing.T) {
 // TestManyDeadPeersReaped: 50 connections that never answer pings (and never read) are
 // reaped within the pong deadline while a live pair keeps talking, and their goroutines go.
 func TestManyDeadPeersReaped(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) {
-		s.PingInterval = config.Duration{Duration: 200 * time.Millisecond}
+	e := newEnv(t, time.Hour, func(s *Settings) {
+		s.PingInterval = 200 * time.Millisecond
 		s.MaxConnsPerIP = 0
 	})
 	baseG := runtime.NumGoroutine()

@@ -2,96 +2,17 @@ package signal
 
 import (
 	"crypto/subtle"
-	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
-
-	"icehub/config"
 )
 
-// policy is the part of config.Signal that Reload may change; it is swapped atomically.
-type policy struct {
-	sig        config.Signal
-	anyOrigin  bool
-	origins    map[string]bool // normalized "scheme://host[:port]"
-	keys       [][]byte
-	msgRate    rate.Limit
-	msgBurst   int
-	apiRate    rate.Limit
-	apiBurst   int
-	maxFrame   int64
-	sendQueue  int
-	pingPeriod time.Duration
-}
-
-func newPolicy(s config.Signal) (*policy, error) {
-	def := config.Default().Signal
-	if s.MaxPeersPerRoom <= 0 {
-		s.MaxPeersPerRoom = def.MaxPeersPerRoom
-	}
-	if s.MaxRoomsPerConn <= 0 {
-		s.MaxRoomsPerConn = def.MaxRoomsPerConn
-	}
-	if s.MaxFrameBytes <= 0 {
-		s.MaxFrameBytes = def.MaxFrameBytes
-	}
-	if s.SendQueue <= 0 {
-		s.SendQueue = def.SendQueue
-	}
-	if s.PingInterval.Duration <= 0 {
-		s.PingInterval = def.PingInterval
-	}
-	p := &policy{
-		sig:        s,
-		origins:    make(map[string]bool),
-		maxFrame:   int64(s.MaxFrameBytes),
-		sendQueue:  s.SendQueue,
-		pingPeriod: s.PingInterval.Duration,
-		msgRate:    rate.Inf,
-		apiRate:    rate.Inf,
-	}
-	for _, o := range s.AllowedOrigins {
-		if o == "*" {
-			p.anyOrigin = true
-			continue
-		}
-		n, ok := normOrigin(o)
-		if !ok {
-			return nil, fmt.Errorf("signal: allowed origin %q is not scheme://host[:port]", o)
-		}
-		p.origins[n] = true
-	}
-	for _, k := range s.APIKeys {
-		if k != "" {
-			p.keys = append(p.keys, []byte(k))
-		}
-	}
-	// Zero means no limit; the same per-IP budget guards the HTTP API.
-	if s.MessagesPerSecond > 0 {
-		p.msgRate = rate.Limit(s.MessagesPerSecond)
-		p.msgBurst = max(s.MessageBurst, 1)
-		p.apiRate, p.apiBurst = p.msgRate, p.msgBurst
-	}
-	return p, nil
-}
-
-func normOrigin(o string) (string, bool) {
-	u, err := url.Parse(strings.TrimSpace(o))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return "", false
-	}
-	return strings.ToLower(u.Scheme + "://" + u.Host), true
-}
-
-// originAllowed applies allowed_origins: same origin always; then the list, or when it is
-// empty, pages on localhost. A request without Origin is not from a browser page and
-// passes: the origin check protects users' browsers, API keys protect the server.
+// originAllowed applies the origin rules: a request without Origin is not from a browser
+// page and passes (the origin check protects users' browsers, API keys protect the server);
+// the hub's own pages pass; then AllowedOrigins, or when it is empty, pages on localhost.
 func (p *policy) originAllowed(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" || p.anyOrigin {
@@ -101,14 +22,13 @@ func (p *policy) originAllowed(r *http.Request) bool {
 	if !ok {
 		return false
 	}
-	u, _ := url.Parse(n)
-	// The hub's own pages are always welcome, whichever scheme (http or https) served them.
-	if strings.EqualFold(u.Host, r.Host) {
+	if p.ownOrigin(n, r) {
 		return true
 	}
 	if len(p.origins) > 0 {
 		return p.origins[n]
 	}
+	u, _ := url.Parse(n)
 	switch u.Hostname() {
 	case "localhost", "127.0.0.1", "::1":
 		return true
@@ -116,10 +36,56 @@ func (p *policy) originAllowed(r *http.Request) bool {
 	return false
 }
 
+// ownOrigin reports whether the normalized origin n is one of the hub's own. The request's
+// Host header is not evidence: under DNS rebinding an attacker's name resolves to the hub,
+// and the attacker's page then sends its own name as both Origin and Host. So an origin is
+// the hub's own when it is listed in PublicOrigins, when its host is one of the hub's names
+// (Hostnames, the hosts of its ICE URLs), or when it is the very IP address and port the
+// request arrived on (an address cannot be rebound).
+func (p *policy) ownOrigin(n string, r *http.Request) bool {
+	if p.own[n] {
+		return true
+	}
+	u, err := url.Parse(n)
+	if err != nil {
+		return false
+	}
+	host := canonHost(u.Hostname())
+	if p.ownHosts[host] {
+		return true
+	}
+	local, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if !ok {
+		return false
+	}
+	lhost, lport, err := net.SplitHostPort(local.String())
+	if err != nil {
+		return false
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+	}
+	if port != lport {
+		return false
+	}
+	if net.ParseIP(host) != nil {
+		return host == canonHost(lhost)
+	}
+	// "localhost" only ever names this machine; it is ours when the request came in on loopback.
+	lip := net.ParseIP(lhost)
+	return (host == "localhost" || strings.HasSuffix(host, ".localhost")) && lip != nil && lip.IsLoopback()
+}
+
 // keyAllowed checks Authorization: Bearer K or ?key=K when API keys are configured.
 func (p *policy) keyAllowed(r *http.Request) bool {
+	return len(p.keys) == 0 || p.keyPresented(r)
+}
+
+// keyPresented reports whether the request carries one of the configured API keys.
+func (p *policy) keyPresented(r *http.Request) bool {
 	if len(p.keys) == 0 {
-		return true
+		return false
 	}
 	got := r.URL.Query().Get("key")
 	if a := r.Header.Get("Authorization"); a != "" {
@@ -143,60 +109,6 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-// ipLimiter is a token bucket per client IP; idle buckets are swept so the map stays small.
-type ipLimiter struct {
-	mu        sync.Mutex
-	limit     rate.Limit
-	burst     int
-	buckets   map[string]*ipBucket
-	lastSweep time.Time
-}
-
-type ipBucket struct {
-	lim  *rate.Limiter
-	seen time.Time
-}
-
-const ipIdle = 2 * time.Minute
-
-func newIPLimiter(limit rate.Limit, burst int) *ipLimiter {
-	return &ipLimiter{limit: limit, burst: burst, buckets: make(map[string]*ipBucket), lastSweep: time.Now()}
-}
-
-func (l *ipLimiter) setLimit(limit rate.Limit, burst int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.limit, l.burst = limit, burst
-	for _, b := range l.buckets {
-		b.lim.SetLimit(limit)
-		b.lim.SetBurst(burst)
-	}
-}
-
-func (l *ipLimiter) allow(ip string) bool {
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.limit == rate.Inf {
-		return true
-	}
-	if now.Sub(l.lastSweep) > ipIdle {
-		for k, b := range l.buckets {
-			if now.Sub(b.seen) > ipIdle {
-				delete(l.buckets, k)
-			}
-		}
-		l.lastSweep = now
-	}
-	b := l.buckets[ip]
-	if b == nil {
-		b = &ipBucket{lim: rate.NewLimiter(l.limit, l.burst)}
-		l.buckets[ip] = b
-	}
-	b.seen = now
-	return b.lim.AllowN(now, 1)
 }
 
 // api wraps an /api handler with CORS, preflight, API key and per-IP rate checks.
@@ -230,7 +142,7 @@ func (h *Hub) api(next http.HandlerFunc) http.Handler {
 			http.Error(w, "missing or wrong API key", http.StatusUnauthorized)
 			return
 		}
-		if !h.apiLimits.allow(clientIP(r)) {
+		if ip, err := netip.ParseAddr(clientIP(r)); err == nil && !h.apiLimits.Allow(ip.Unmap(), time.Now()) {
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, "too many requests", http.StatusTooManyRequests)
 			return

@@ -10,8 +10,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-
-	"icehub/config"
 )
 
 func TestOriginOnUpgrade(t *testing.T) {
@@ -37,7 +35,7 @@ func TestOriginOnUpgrade(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEnv(t, time.Hour, func(s *config.Signal) { s.AllowedOrigins = tc.allowed })
+			e := newEnv(t, time.Hour, func(s *Settings) { s.AllowedOrigins = tc.allowed })
 			hdr := http.Header{}
 			switch tc.origin {
 			case "":
@@ -62,7 +60,7 @@ func TestOriginOnUpgrade(t *testing.T) {
 }
 
 func TestAPIKeys(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.APIKeys = []string{"k-one", "k-two"} })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.APIKeys = []string{"k-one", "k-two"} })
 	cases := []struct {
 		name, query, auth string
 		want              int
@@ -126,7 +124,7 @@ func TestAPIKeys(t *testing.T) {
 }
 
 func TestCORS(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) {
+	e := newEnv(t, time.Hour, func(s *Settings) {
 		s.AllowedOrigins = []string{"https://app.example"}
 		s.APIKeys = []string{"key"}
 	})
@@ -169,7 +167,7 @@ func TestCORS(t *testing.T) {
 }
 
 func TestAPIRateLimitPerIP(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) {
+	e := newEnv(t, time.Hour, func(s *Settings) {
 		s.MessagesPerSecond = 0.1
 		s.MessageBurst = 2
 	})
@@ -190,7 +188,7 @@ func TestAPIRateLimitPerIP(t *testing.T) {
 func TestReloadAppliesLive(t *testing.T) {
 	e := newEnv(t, time.Hour, nil)
 	p := e.connect(t)
-	sig := config.Default().Signal
+	sig := DefaultSettings()
 	sig.APIKeys = []string{"fresh"}
 	sig.MessagesPerSecond = 0.1
 	sig.MessageBurst = 1
@@ -208,7 +206,7 @@ func TestReloadAppliesLive(t *testing.T) {
 	p.send(map[string]string{"type": "ice-servers"})
 	p.expect("ice-servers")
 	p.expectError(CodeRateLimited)
-	if err := e.hub.Reload(config.Signal{AllowedOrigins: []string{"not a url"}}); err == nil {
+	if err := e.hub.Reload(Settings{AllowedOrigins: []string{"not a url"}}); err == nil {
 		t.Fatal("Reload accepted a bad origin")
 	}
 }
@@ -245,8 +243,8 @@ func TestHealthzAndPages(t *testing.T) {
 // request's Host, even when allowed_origins lists only other sites.
 func TestSameOriginOverTLS(t *testing.T) {
 	h, err := New(Config{
-		Signal: func() config.Signal {
-			s := config.Default().Signal
+		Settings: func() Settings {
+			s := DefaultSettings()
 			s.AllowedOrigins = []string{"https://app.example"}
 			return s
 		}(),
@@ -268,5 +266,66 @@ func TestSameOriginOverTLS(t *testing.T) {
 	_, resp, err := d.Dial(wsURL, http.Header{"Origin": {"https://evil.example"}})
 	if err == nil || resp == nil || resp.StatusCode != 403 {
 		t.Fatalf("foreign origin over wss: %v", err)
+	}
+}
+
+// DNS rebinding: the attacker's name resolves to the hub, so its page's requests carry the
+// attacker's name as both Origin and Host. Same origin must be judged from what the hub
+// knows of itself, not from the Host header.
+func TestDNSRebindingRefused(t *testing.T) {
+	for _, allowed := range [][]string{nil, {"https://app.example"}} {
+		e := newEnv(t, time.Hour, func(s *Settings) { s.AllowedOrigins = allowed })
+		_, port, _ := strings.Cut(strings.TrimPrefix(e.srv.URL, "http://"), ":")
+		for _, host := range []string{"evil.example:" + port, "evil.example"} {
+			origin := "http://" + host
+			_, resp, err := e.dialRaw(t, "", http.Header{"Origin": {origin}, "Host": {host}})
+			if err == nil || resp == nil || resp.StatusCode != 403 {
+				t.Fatalf("allowed %v: /ws with Origin and Host %s: %v %v", allowed, host, resp, err)
+			}
+			req, _ := http.NewRequest("GET", e.srv.URL+"/api/ice-servers", nil)
+			req.Host = host
+			req.Header.Set("Origin", origin)
+			r, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Body.Close()
+			if r.StatusCode != 403 {
+				t.Fatalf("allowed %v: /api/ice-servers with Origin and Host %s: %d", allowed, host, r.StatusCode)
+			}
+		}
+	}
+}
+
+// What the hub does count as its own origins, with allowed_origins listing only another site.
+func TestOwnOrigins(t *testing.T) {
+	ring := newTestRing(t)
+	e := newEnvWith(t, time.Hour, []string{"stun:turn.example.org:3478", "turn:[2001:DB8::1]:3478?transport=udp", "turn:{host}:3478"}, ring,
+		func(s *Settings) {
+			s.AllowedOrigins = []string{"https://app.example"}
+			s.PublicOrigins = []string{"https://call.example.org"}
+			s.Hostnames = []string{"Hub.Example.NET", "192.0.2.7"}
+		})
+	_, port, _ := strings.Cut(strings.TrimPrefix(e.srv.URL, "http://"), ":")
+	cases := map[string]int{
+		e.srv.URL:                          101, // the address and port the request arrived on
+		"http://localhost:" + port:         101, // localhost, over loopback, on the port
+		"http://127.0.0.1:1":               403, // another port of this address is another origin
+		"http://localhost:1":               403,
+		"https://call.example.org":         101, // public_origins
+		"http://call.example.org":          403, // ... exactly as listed
+		"https://turn.example.org:8443":    101, // an ICE URL's host
+		"https://[2001:db8::1]":            101,
+		"https://hub.example.net":          101, // Hostnames (the certificate's names)
+		"http://192.0.2.7:8080":            101,
+		"https://app.example":              101, // allowed_origins
+		"https://evil.example":             403,
+		"http://{host}:3478":               403,
+		"https://turn.example.org.evil.io": 403,
+	}
+	for origin, want := range cases {
+		if got := e.originStatus(t, origin); got != want {
+			t.Errorf("Origin %s: %d, want %d", origin, got, want)
+		}
 	}
 }

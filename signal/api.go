@@ -3,6 +3,7 @@ package signal
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -97,8 +98,16 @@ func (h *Hub) serveICEServers(w http.ResponseWriter, r *http.Request) {
 	}{servers, h.ttlSeconds()})
 }
 
+// userSuffixLen is what serveTURN appends to a user name asked for without an API key: "."
+// and a random peer id.
+const userSuffixLen = 1 + 22
+
 // serveTURN answers the TURN REST API draft's GET ?service=turn&username=U. username is
-// optional in the draft; without it the caller gets a random one.
+// optional in the draft; without it the caller gets a random one. TURN quotas are per user,
+// and anyone may call this API when no api_keys are set, so a name asked for is only a prefix:
+// the TURN user is U + "." + a random suffix the caller does not choose, and cannot collide
+// with another caller's. A request with a valid API key (a backend that vouches for its
+// users) gets U as given.
 func (h *Hub) serveTURN(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if q.Get("service") != "turn" {
@@ -108,6 +117,15 @@ func (h *Hub) serveTURN(w http.ResponseWriter, r *http.Request) {
 	user := newPeerID()
 	if _, ok := q["username"]; ok {
 		user = q.Get("username")
+		if !h.pol.Load().keyPresented(r) {
+			if len(user) > auth.MaxUserLen-userSuffixLen {
+				http.Error(w, fmt.Sprintf("bad username: longer than %d bytes (a random suffix is added)", auth.MaxUserLen-userSuffixLen), http.StatusBadRequest)
+				return
+			}
+			if user != "" {
+				user += "." + newPeerID()
+			}
+		}
 	}
 	cred, err := h.ring.Mint(user, h.ttl)
 	if errors.Is(err, auth.ErrBadUser) {

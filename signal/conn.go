@@ -29,14 +29,15 @@ const (
 	leaveWait   = 5 * time.Second  // room cleanup after a disconnect
 )
 
-// client is one WebSocket connection. The reader goroutine owns rooms and the flood
-// counters. Every write goes through the send queue and a writer goroutine that runs only
+// client is one WebSocket connection, attached to a session. The reader goroutine owns the
+// session's rooms while attached, and the flood counters. Every write goes through the send queue and a writer goroutine that runs only
 // while there is something to write (an idle connection holds one goroutine, the reader, and
 // no write buffer); gorilla itself only writes the close frames it answers protocol errors
 // and peer closes with, each in one Write, which the socket serialises with ours.
 type client struct {
 	h       *Hub
-	id      string
+	id      string   // the session's peer id, set by openSession
+	sess    *session // set by openSession before the reader starts
 	ip      string
 	host    string // the Host the client dialled, for HostPlaceholder
 	conn    *websocket.Conn
@@ -48,23 +49,25 @@ type client struct {
 	closeOnce   sync.Once
 	closeCode   int // written before closing is set, read by the writer after it sees closing
 	closeReason string
+	why         endReason // why the connection ended; written once, by the first kill
 	writerDone  chan struct{}
+	readerDone  chan struct{} // closed once the reader has stopped and endConn has run
 
 	mu      sync.Mutex
 	queue   [][]byte // text frames waiting for the writer, at most pol.sendQueue
 	spare   [][]byte // the writer's previous batch, reused so steady traffic does not allocate
 	pingDue bool
 	pongDue bool
-	pong    []byte // payload of the last ping to answer
-	writing bool   // a writer goroutine is running (or the final one has been started)
-	closing bool   // kill was called: nothing more is queued, the writer sends close and quits
+	pong    []byte   // payload of the last ping to answer
+	unsent  [][]byte // room frames still queued when the connection was lost, for a resume
+	writing bool     // a writer goroutine is running (or the final one has been started)
+	closing bool     // kill was called: nothing more is queued, the writer sends close and quits
 
 	pingT, refreshT *time.Timer // set under mu
 	writeArmed      time.Time   // when the writer last set the write deadline; writer only
 
 	credExpires atomic.Int64 // unix nanoseconds when the last minted credentials expire
 
-	rooms       map[string]struct{}
 	dropStart   time.Time
 	drops       int
 	lastRateErr time.Time
@@ -102,19 +105,19 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c := &client{
 		h:          h,
-		id:         newPeerID(),
 		ip:         ip,
 		host:       r.Host,
 		conn:       conn,
 		pol:        pol,
 		limiter:    rate.NewLimiter(pol.msgRate, pol.msgBurst),
 		writerDone: make(chan struct{}),
-		rooms:      make(map[string]struct{}),
+		readerDone: make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(h.ctx)
 	h.addClient(c)
+	// The token is a credential: it is read here and handed on, never logged.
+	h.openSession(c, r.URL.Query().Get("resume"))
 	h.log.Debug("ws connected", "peer", c.id, "ip", ip)
-	c.welcome()
 	c.mu.Lock()
 	if !c.closing {
 		c.pingT = time.AfterFunc(pol.pingPeriod, c.pingTick)
@@ -125,21 +128,30 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	// request and the response buffers are released instead of living as long as the socket.
 	go func() {
 		c.readLoop()
-		c.cleanup()
+		c.kill(0, "", endLost) // a no-op when something else ended it; orders c.why before endConn
+		h.endConn(c)
+		close(c.readerDone)
+		<-c.writerDone
+		h.removeClient(c)
+		h.release(c.ip)
+		h.log.Debug("ws disconnected", "peer", c.id, "ip", c.ip)
 	}()
 }
 
 // kill ends the connection once, with a close frame when code is not zero. It returns
 // whether this call was the one that ended it.
-func (c *client) kill(code int, reason string) bool {
+func (c *client) kill(code int, reason string, why endReason) bool {
 	first := false
 	c.closeOnce.Do(func() {
 		first = true
-		c.closeCode, c.closeReason = code, reason
+		c.closeCode, c.closeReason, c.why = code, reason, why
 		c.mu.Lock()
 		c.closing = true
 		start := !c.writing
 		c.writing = true
+		if why == endLost || why == endTakeover || why == endShutdown {
+			c.unsent = roomFrames(c.queue)
+		}
 		c.queue, c.spare, c.pong = nil, nil, nil
 		c.mu.Unlock()
 		c.cancel()
@@ -156,25 +168,42 @@ func (c *client) kill(code int, reason string) bool {
 }
 
 // enqueue queues a frame without ever blocking: a client whose queue is full is too slow to
-// keep, and waiting for it would stall whoever is sending to its room.
-func (c *client) enqueue(frame []byte) {
+// keep, and waiting for it would stall whoever is sending to its room. It reports false when
+// the connection is closing and the frame was not queued.
+func (c *client) enqueue(frame []byte) bool {
 	c.mu.Lock()
 	if c.closing {
 		c.mu.Unlock()
-		return
+		return false
 	}
 	if len(c.queue) >= c.pol.sendQueue {
 		c.mu.Unlock()
-		if c.kill(closePolicy, "slow consumer: send queue full") {
+		if c.kill(closePolicy, "slow consumer: send queue full", endPolicy) {
 			c.h.metrics.droppedSlow.Inc()
 			c.h.log.Info("dropping slow peer", "peer", c.id, "ip", c.ip)
 		}
-		return
+		return false
 	}
 	if c.queue == nil && c.spare != nil {
 		c.queue, c.spare = c.spare, nil
 	}
 	c.queue = append(c.queue, frame)
+	c.wakeLocked()
+	return true
+}
+
+// enqueueReplay queues what a resumed session missed. It is bounded by the parked buffer,
+// not by the send queue, which a full replay may exceed once.
+func (c *client) enqueueReplay(frames [][]byte) {
+	if len(frames) == 0 {
+		return
+	}
+	c.mu.Lock()
+	if c.closing {
+		c.mu.Unlock()
+		return
+	}
+	c.queue = append(c.queue, frames...)
 	c.wakeLocked()
 }
 
@@ -296,7 +325,7 @@ func (c *client) writeLoop() {
 			*bp = (*bp)[:0]
 		}
 		if err != nil {
-			c.kill(0, "")
+			c.kill(0, "", endLost)
 			continue
 		}
 		if cap(q) <= 16 {
@@ -380,8 +409,20 @@ func (c *client) readLoop() {
 		last = now
 		return c.conn.SetReadDeadline(now.Add(pongWait))
 	}
-	c.conn.SetPongHandler(func(string) error { return extend() })
-	c.conn.SetPingHandler(c.pingHandler)
+	// Control frames count against messages_per_second like any other: each ping costs a
+	// pong, and a flood of either is a flood.
+	c.conn.SetPongHandler(func(string) error {
+		if !c.allowFrame() {
+			return nil
+		}
+		return extend()
+	})
+	c.conn.SetPingHandler(func(data string) error {
+		if !c.allowFrame() {
+			return nil
+		}
+		return c.pingHandler(data)
+	})
 	for c.ctx.Err() == nil {
 		kind, r, err := c.conn.NextReader()
 		var data []byte
@@ -394,11 +435,19 @@ func (c *client) readLoop() {
 			if bp != nil {
 				readBufs.Put(bp)
 			}
-			if errors.Is(err, websocket.ErrReadLimit) {
+			var ce *websocket.CloseError
+			switch {
+			case errors.Is(err, websocket.ErrReadLimit):
 				// gorilla has already sent close 1009.
 				c.h.metrics.errors.WithLabelValues(CodeFrameTooLarge).Inc()
+				c.kill(0, "", endPolicy)
+			case errors.As(err, &ce) && ce.Code != websocket.CloseAbnormalClosure:
+				// The client said goodbye (gorilla answered its close frame): not resumable.
+				// 1006 is gorilla's name for a connection that ended without one.
+				c.kill(0, "", endClosed)
+			default:
+				c.kill(0, "", endLost)
 			}
-			c.kill(0, "")
 			return
 		}
 		_ = extend()
@@ -440,7 +489,7 @@ func (c *client) handleSafely(data []byte) {
 		if r := recover(); r != nil {
 			c.h.log.Error("panic handling frame", "peer", c.id, "panic", r)
 			c.h.metrics.errors.WithLabelValues(CodeInternal).Inc()
-			c.kill(closeInternal, "internal error")
+			c.kill(closeInternal, "internal error", endPolicy)
 		}
 	}()
 	c.handle(data)
@@ -459,7 +508,7 @@ func (c *client) allowFrame() bool {
 	c.drops++
 	if c.drops > floodFactor*max(c.limiter.Burst(), 1) {
 		c.h.metrics.errors.WithLabelValues(CodeRateLimited).Inc()
-		c.kill(closePolicy, "message flood")
+		c.kill(closePolicy, "message flood", endPolicy)
 		return false
 	}
 	// One error a second is enough to tell the client; one per dropped frame would let a
@@ -469,18 +518,4 @@ func (c *client) allowFrame() bool {
 		c.fail(CodeRateLimited, "too many frames; slow down", "", "")
 	}
 	return false
-}
-
-// cleanup runs after the reader exits: leave every room so the others hear peer-left, then
-// wait for the writer before releasing the connection slot.
-func (c *client) cleanup() {
-	ctx, cancel := context.WithTimeout(context.Background(), leaveWait)
-	defer cancel()
-	for room := range c.rooms {
-		c.leaveRoom(ctx, room)
-	}
-	<-c.writerDone
-	c.h.removeClient(c)
-	c.h.release(c.ip)
-	c.h.log.Debug("ws disconnected", "peer", c.id, "ip", c.ip)
 }

@@ -1,25 +1,37 @@
 package signal
 
 import (
-	"context"
 	"errors"
+	"time"
 )
 
 // maxEcho bounds how much of a client's own input is echoed back in error frames.
 const maxEcho = 64
 
-func (c *client) welcome() {
-	servers, cred, err := c.h.iceServers(c.id, c.host)
+// welcome builds the connection's first frame: its session's id, credentials and resume
+// token (empty: resume is off or the store could not save it).
+func (c *client) welcome(token string, resumed bool, rooms []string) []byte {
+	servers, cred, err := c.h.iceServers(c.sess.turnUser, c.host)
 	if err != nil {
 		c.h.log.Error("minting credentials", "peer", c.id, "err", err)
 	}
 	c.credExpires.Store(cred.Expires.UnixNano())
-	c.enqueue(mustJSON(welcomeFrame{Type: "welcome", ID: c.id, ICEServers: servers, TTL: c.h.ttlSeconds()}))
+	if rooms == nil {
+		rooms = []string{}
+	}
+	var window int64
+	if token != "" {
+		window = int64(c.pol.resumeWindow / time.Second)
+	}
+	return mustJSON(welcomeFrame{
+		Type: "welcome", ID: c.id, ICEServers: servers, TTL: c.h.ttlSeconds(),
+		Resume: token, ResumeWindow: window, Resumed: resumed, Rooms: rooms,
+	})
 }
 
 // iceFrame mints fresh credentials for this peer and records when they expire.
 func (c *client) iceFrame() ([]byte, error) {
-	servers, cred, err := c.h.iceServers(c.id, c.host)
+	servers, cred, err := c.h.iceServers(c.sess.turnUser, c.host)
 	if err != nil {
 		c.h.log.Error("minting credentials", "peer", c.id, "err", err)
 		return nil, err
@@ -79,16 +91,17 @@ func (c *client) join(f inFrame) {
 		c.fail(CodeBadRoom, "room must be 1-64 characters of A-Z a-z 0-9 _ . -", "", f.Type)
 		return
 	}
-	if _, ok := c.rooms[f.Room]; ok {
+	s := c.sess
+	if _, ok := s.rooms[f.Room]; ok {
 		c.fail(CodeAlreadyJoined, "already in this room", f.Room, f.Type)
 		return
 	}
 	sig := c.h.pol.Load().sig
-	if len(c.rooms) >= sig.MaxRoomsPerConn {
+	if len(s.rooms) >= sig.MaxRoomsPerConn {
 		c.fail(CodeTooManyRooms, "this connection is in too many rooms", f.Room, f.Type)
 		return
 	}
-	peers, err := c.h.rooms.Join(c.ctx, f.Room, c.id, sig.MaxPeersPerRoom, c.enqueue)
+	peers, err := c.h.rooms.Join(c.ctx, f.Room, c.id, sig.MaxPeersPerRoom, s.deliver)
 	switch {
 	case errors.Is(err, ErrRoomFull):
 		c.enqueue(mustJSON(peerFrame{Type: "full", Room: f.Room}))
@@ -97,7 +110,7 @@ func (c *client) join(f inFrame) {
 		c.storeErr(err, f.Room, f.Type)
 		return
 	}
-	c.rooms[f.Room] = struct{}{}
+	s.rooms[f.Room] = struct{}{}
 	if peers == nil {
 		peers = []string{}
 	}
@@ -119,26 +132,12 @@ func (c *client) leave(f inFrame) {
 		c.fail(CodeBadRoom, "room must be 1-64 characters of A-Z a-z 0-9 _ . -", "", f.Type)
 		return
 	}
-	if _, ok := c.rooms[f.Room]; !ok {
+	if _, ok := c.sess.rooms[f.Room]; !ok {
 		c.fail(CodeNotMember, "not in this room", f.Room, f.Type)
 		return
 	}
-	c.leaveRoom(c.ctx, f.Room)
+	c.h.leaveRoom(c.ctx, c.sess, f.Room)
 	c.enqueue(mustJSON(peerFrame{Type: "left", Room: f.Room}))
-}
-
-// leaveRoom forgets the room locally even when the store fails: the connection must not
-// stay stuck in a room it asked to leave, and a clustered store expires stale members.
-func (c *client) leaveRoom(ctx context.Context, room string) {
-	delete(c.rooms, room)
-	if err := c.h.rooms.Leave(ctx, room, c.id); err != nil && !errors.Is(err, ErrNotMember) {
-		c.h.log.Warn("leaving room", "peer", c.id, "room", room, "err", err)
-		return
-	}
-	ev := mustJSON(peerFrame{Type: "peer-left", Room: room, ID: c.id})
-	if err := c.h.rooms.Publish(ctx, room, c.id, "", ev); err != nil {
-		c.h.log.Warn("announcing leave", "peer", c.id, "room", room, "err", err)
-	}
 }
 
 func (c *client) message(f inFrame) {
@@ -146,7 +145,7 @@ func (c *client) message(f inFrame) {
 		c.fail(CodeBadRoom, "room must be 1-64 characters of A-Z a-z 0-9 _ . -", "", f.Type)
 		return
 	}
-	if _, ok := c.rooms[f.Room]; !ok {
+	if _, ok := c.sess.rooms[f.Room]; !ok {
 		c.fail(CodeNotMember, "join the room before sending to it", f.Room, f.Type)
 		return
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icehub/auth"
-	"icehub/config"
 )
 
 const testSecret = "test-secret-0123456789"
@@ -29,23 +29,23 @@ type testEnv struct {
 }
 
 // newEnv starts a hub on an httptest server; mod adjusts the [signal] config first.
-func newEnv(t *testing.T, ttl time.Duration, mod func(*config.Signal)) *testEnv {
+func newEnv(t *testing.T, ttl time.Duration, mod func(*Settings)) *testEnv {
 	t.Helper()
 	return newEnvWith(t, ttl, testICE, nil, mod)
 }
 
 // newEnvWith is newEnv with given ICE URLs and, when ring is not nil, a shared secret ring.
-func newEnvWith(t *testing.T, ttl time.Duration, ice []string, ring *auth.Ring, mod func(*config.Signal)) *testEnv {
+func newEnvWith(t *testing.T, ttl time.Duration, ice []string, ring *auth.Ring, mod func(*Settings)) *testEnv {
 	t.Helper()
-	sig := config.Default().Signal
-	sig.PingInterval = config.Duration{Duration: 5 * time.Second}
+	sig := DefaultSettings()
+	sig.PingInterval = 5 * time.Second
 	if mod != nil {
 		mod(&sig)
 	}
 	if ring == nil {
 		ring = newTestRing(t)
 	}
-	return newEnvConfig(t, Config{Signal: sig, Ring: ring, TTL: ttl, ICEURLs: ice})
+	return newEnvConfig(t, Config{Settings: sig, Ring: ring, TTL: ttl, ICEURLs: ice})
 }
 
 // newEnvConfig starts a hub built from cfg (Registerer is set here).
@@ -103,11 +103,42 @@ type frame struct {
 	Request    string          `json:"request"`
 	TTL        int64           `json:"ttl"`
 	ICEServers []ICEServer     `json:"iceServers"`
+
+	Resume       string   `json:"resume"`
+	ResumeWindow int64    `json:"resume_window"`
+	Resumed      bool     `json:"resumed"`
+	Rooms        []string `json:"rooms"`
 }
 
 func (e *testEnv) connect(t *testing.T) *peer {
 	t.Helper()
-	conn, _, err := e.dialRaw(t, "", nil)
+	return e.connectQuery(t, "")
+}
+
+// resume dials /ws?resume=token and reads the welcome, resumed or not.
+func (e *testEnv) resume(t *testing.T, token string) *peer {
+	t.Helper()
+	return e.connectQuery(t, "?resume="+url.QueryEscape(token))
+}
+
+// cut closes the hub's side of peer id's connection without a close frame, as a network
+// failure the hub notices would: the session is parked. Browser tests use it too.
+func (e *testEnv) cut(t *testing.T, id string) {
+	t.Helper()
+	e.hub.mu.Lock()
+	defer e.hub.mu.Unlock()
+	for c := range e.hub.clients {
+		if c.id == id {
+			_ = c.conn.NetConn().Close()
+			return
+		}
+	}
+	t.Fatalf("no connection for peer %s", id)
+}
+
+func (e *testEnv) connectQuery(t *testing.T, query string) *peer {
+	t.Helper()
+	conn, _, err := e.dialRaw(t, query, nil)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
@@ -203,6 +234,17 @@ func (p *peer) expectClose(timeout time.Duration) int {
 	}
 	p.t.Fatalf("connection still open after %s", timeout)
 	return 0
+}
+
+// bye closes the connection the way a client that means to leave does: a close frame
+// (1000), then the socket.
+func (p *peer) bye() {
+	p.t.Helper()
+	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye")
+	if err := p.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second)); err != nil {
+		p.t.Fatalf("close frame: %v", err)
+	}
+	_ = p.conn.Close()
 }
 
 func (p *peer) join(room string) frame {

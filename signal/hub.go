@@ -18,12 +18,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"icehub/auth"
-	"icehub/config"
+	"icehub/internal/ratelimit"
 )
 
 // Config is what the hub needs from the rest of the program.
 type Config struct {
-	Signal     config.Signal
+	Settings   Settings // what a reload may change (PrepareReload)
 	Ring       *auth.Ring
 	TTL        time.Duration // lifetime of minted TURN credentials
 	ICEURLs    []string      // stun:, turn: and turns: URLs handed to clients
@@ -46,22 +46,30 @@ type Hub struct {
 	ctx    context.Context // cancelled by Shutdown; parent of every connection's context
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
-	clients map[string]*client
-	perIP   map[string]int
-	closing bool
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	clients  map[*client]struct{}
+	perIP    map[string]int
+	closing  bool
+	wg       sync.WaitGroup
+	sessions map[string]*session // by peer id: live, parked here, or being resumed
+	parked   int                 // sessions parked on this node
+	parkedIP map[string]int      // of them, per client IP
+	parkCap  int                 // at most this many parked sessions (maxParked; tests lower it)
 
-	apiLimits *ipLimiter
+	store resumeStore
+
+	apiLimits *ratelimit.PerAddr
+
+	reloadMu sync.Mutex // one PrepareReload/commit at a time
 }
 
 // New validates cfg and returns a hub ready to serve.
 func New(cfg Config) (*Hub, error) {
 	if cfg.Ring == nil {
-		return nil, errors.New("signal: Config.Ring is nil")
+		return nil, errors.New("Config.Ring is nil")
 	}
 	if cfg.TTL < time.Second {
-		return nil, fmt.Errorf("signal: credential TTL %s is under one second", cfg.TTL)
+		return nil, fmt.Errorf("credential TTL %s is under one second", cfg.TTL)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -70,20 +78,28 @@ func New(cfg Config) (*Hub, error) {
 		cfg.Rooms = NewMemoryRooms()
 	}
 	h := &Hub{
-		ring:    cfg.Ring,
-		ttl:     cfg.TTL,
-		ice:     append([]string(nil), cfg.ICEURLs...),
-		log:     cfg.Logger,
-		rooms:   cfg.Rooms,
-		clients: make(map[string]*client),
-		perIP:   make(map[string]int),
+		ring:     cfg.Ring,
+		ttl:      cfg.TTL,
+		ice:      append([]string(nil), cfg.ICEURLs...),
+		log:      cfg.Logger,
+		rooms:    cfg.Rooms,
+		clients:  make(map[*client]struct{}),
+		perIP:    make(map[string]int),
+		sessions: make(map[string]*session),
+		parkedIP: make(map[string]int),
+		parkCap:  maxParked,
 	}
-	pol, err := newPolicy(cfg.Signal)
+	if st, ok := cfg.Rooms.(resumeStore); ok {
+		h.store = st
+	} else {
+		h.store = newMemResume(cfg.Rooms)
+	}
+	pol, err := newPolicy(cfg.Settings, h.ice)
 	if err != nil {
 		return nil, err
 	}
 	h.pol.Store(pol)
-	h.apiLimits = newIPLimiter(pol.apiRate, pol.apiBurst)
+	h.apiLimits = ratelimit.New(pol.apiRate, pol.apiBurst)
 	h.metrics, err = newMetrics(cfg.Registerer, h.roomCount)
 	if err != nil {
 		return nil, err
@@ -92,7 +108,15 @@ func New(cfg Config) (*Hub, error) {
 	if ev, ok := cfg.Rooms.(evicter); ok {
 		ev.OnEvict(h.evicted)
 	}
+	if mv, ok := cfg.Rooms.(mover); ok {
+		mv.onMoved(h.moved)
+	}
 	return h, nil
+}
+
+// mover is a Rooms that tells the hub when a session of this node was resumed on another.
+type mover interface {
+	onMoved(func(id, sel string))
 }
 
 // evicter is a Rooms that drops members on its own, as a clustered store does with the peers
@@ -101,13 +125,12 @@ type evicter interface {
 	OnEvict(func(room, peer string))
 }
 
-// evicted tells a room that a peer of a dead node is gone.
+// evicted tells a room that the store dropped a peer: its node stopped heartbeating, or it
+// was parked and its window passed or its buffer overflowed. The store logs which.
 func (h *Hub) evicted(room, peer string) {
-	ev := mustJSON(peerFrame{Type: "peer-left", Room: room, ID: peer})
-	if err := h.rooms.Publish(h.ctx, room, peer, "", ev); err != nil {
-		h.log.Warn("announcing eviction", "peer", peer, "room", room, "err", err)
-	}
-	h.log.Info("peer evicted: its node stopped heartbeating", "peer", peer, "room", room)
+	ctx, cancel := context.WithTimeout(context.Background(), leaveWait)
+	defer cancel()
+	h.announceLeft(ctx, room, peer)
 }
 
 // Handler returns the hub's routes: /ws, /api/ice-servers, /api/turn, /healthz and the demo pages.
@@ -124,31 +147,58 @@ func (h *Hub) Handler() http.Handler {
 	return mux
 }
 
-// Reload applies new allowed origins, API keys and limits; open connections get the new
-// message rate at once, frame and queue sizes apply to new connections.
-func (h *Hub) Reload(s config.Signal) error {
-	pol, err := newPolicy(s)
+// PrepareReload checks s and builds everything it needs without changing anything; the
+// returned commit applies it and cannot fail. So a reload that touches several components
+// prepares them all and commits all or none. Once committed, open connections get the new
+// message rate at once; frame and queue sizes and the ping period apply to new connections,
+// the resume settings to connections lost from then on. IdleTimeout and ReadTimeout are the
+// HTTP server's and are ignored here.
+func (h *Hub) PrepareReload(s Settings) (commit func(), err error) {
+	pol, err := newPolicy(s, h.ice)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		h.reloadMu.Lock()
+		defer h.reloadMu.Unlock()
+		h.pol.Store(pol)
+		h.apiLimits.SetLimit(pol.apiRate, pol.apiBurst)
+		h.mu.Lock()
+		for c := range h.clients {
+			c.limiter.SetLimit(pol.msgRate)
+			c.limiter.SetBurst(pol.msgBurst)
+		}
+		h.mu.Unlock()
+	}, nil
+}
+
+// Reload is PrepareReload and its commit, for a caller with nothing else to reload.
+func (h *Hub) Reload(s Settings) error {
+	commit, err := h.PrepareReload(s)
 	if err != nil {
 		return err
 	}
-	h.pol.Store(pol)
-	h.apiLimits.setLimit(pol.apiRate, pol.apiBurst)
-	h.mu.Lock()
-	for _, c := range h.clients {
-		c.limiter.SetLimit(pol.msgRate)
-		c.limiter.SetBurst(pol.msgBurst)
-	}
-	h.mu.Unlock()
+	commit()
 	return nil
 }
+
+// Settings returns the settings in force.
+func (h *Hub) Settings() Settings { return h.pol.Load().sig }
 
 // Shutdown refuses new connections, closes every WebSocket with 1001 "going away" and waits
 // for their goroutines until ctx is done.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
 	h.closing = true
-	for _, c := range h.clients {
-		c.kill(closeGoingAway, "going away")
+	for c := range h.clients {
+		c.kill(closeGoingAway, "going away", endShutdown)
+	}
+	// Sessions parked here end with the process; in a cluster the other nodes evict them
+	// from their rooms when their window passes.
+	for _, s := range h.sessions {
+		if s.parkedHere {
+			s.timer.Stop()
+		}
 	}
 	h.mu.Unlock()
 	done := make(chan struct{})
@@ -188,19 +238,19 @@ func (h *Hub) release(ip string) {
 
 func (h *Hub) addClient(c *client) {
 	h.mu.Lock()
-	h.clients[c.id] = c
+	h.clients[c] = struct{}{}
 	closing := h.closing
 	h.mu.Unlock()
 	h.metrics.conns.Inc()
 	h.metrics.connsTotal.Inc()
 	if closing {
-		c.kill(closeGoingAway, "going away")
+		c.kill(closeGoingAway, "going away", endShutdown)
 	}
 }
 
 func (h *Hub) removeClient(c *client) {
 	h.mu.Lock()
-	delete(h.clients, c.id)
+	delete(h.clients, c)
 	h.mu.Unlock()
 	h.metrics.conns.Dec()
 }

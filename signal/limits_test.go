@@ -10,12 +10,11 @@ import (
 
 	"github.com/gorilla/websocket"
 
-	"icehub/config"
 	"icehub/internal/metrictest"
 )
 
 func TestOversizedFrameCloses1009(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxFrameBytes = 1024 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxFrameBytes = 1024 })
 	p := e.connect(t)
 	p.join("big")
 	p.sendRaw(`{"type":"message","room":"big","data":"` + strings.Repeat("x", 1100) + `"}`)
@@ -28,7 +27,7 @@ func TestOversizedFrameCloses1009(t *testing.T) {
 }
 
 func TestSlowConsumerDroppedRoomKeepsFlowing(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) {
+	e := newEnv(t, time.Hour, func(s *Settings) {
 		s.MaxPeersPerRoom = 3
 		s.SendQueue = 16
 		s.MessagesPerSecond = 0 // unlimited: this test is about the send side
@@ -92,7 +91,7 @@ func (p *peer) expectSkipping(typ, skip string) frame {
 }
 
 func TestRateLimitThenFloodClose(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) {
+	e := newEnv(t, time.Hour, func(s *Settings) {
 		s.MessagesPerSecond = 0.5
 		s.MessageBurst = 3
 	})
@@ -116,7 +115,7 @@ func TestRateLimitThenFloodClose(t *testing.T) {
 }
 
 func TestConnLimitPerIP(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) { s.MaxConnsPerIP = 2 })
+	e := newEnv(t, time.Hour, func(s *Settings) { s.MaxConnsPerIP = 2 })
 	a := e.connect(t)
 	e.connect(t)
 	_, resp, err := e.dialRaw(t, "", nil)
@@ -174,8 +173,9 @@ func TestShutdownGoingAway(t *testing.T) {
 }
 
 func TestPingReapsDeadPeer(t *testing.T) {
-	e := newEnv(t, time.Hour, func(s *config.Signal) {
-		s.PingInterval = config.Duration{Duration: 100 * time.Millisecond}
+	e := newEnv(t, time.Hour, func(s *Settings) {
+		s.PingInterval = 100 * time.Millisecond
+		s.ResumeWindow = 0 // resume off: the reaped peer leaves at once
 	})
 	a := e.connect(t)
 	a.join("r")
@@ -199,4 +199,40 @@ func TestPingReapsDeadPeer(t *testing.T) {
 	if err != nil || f.Type != "peer-left" || f.ID != w.ID {
 		t.Fatalf("got %+v, %v; want peer-left for the dead peer", f, err)
 	}
+}
+
+// A ping flood gets what a message flood gets (issue 11): 200 000 pings, sent as fast as the
+// socket takes them (at most 20 s), end in a close for flooding long before the last.
+func TestPingFloodClosed(t *testing.T) {
+	e := newEnv(t, time.Hour, nil) // 50 frames/s, burst 100
+	p := e.connect(t)
+	start := time.Now()
+	sent := 0
+	for ; sent < 200000 && time.Since(start) < 20*time.Second; sent++ {
+		if err := p.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(5*time.Second)); err != nil {
+			break
+		}
+	}
+	if sent == 200000 {
+		t.Fatalf("all 200 000 pings were taken in %v", time.Since(start))
+	}
+	if got := metrictest.Value(t, e.reg, "icehub_signal_errors_total", map[string]string{"code": CodeRateLimited}); got < 1 {
+		t.Fatalf("no rate-limited error counted (%v) after %d pings", got, sent)
+	}
+	// The connection is over: a close frame (1008) or, with pings still unread, a reset.
+	for {
+		_ = p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, _, err := p.conn.ReadMessage()
+		if err == nil {
+			continue
+		}
+		if isTimeout(err) {
+			t.Fatalf("the connection is still open after %d pings", sent)
+		}
+		if ce, ok := err.(*websocket.CloseError); ok && ce.Code != websocket.ClosePolicyViolation && ce.Code != websocket.CloseAbnormalClosure {
+			t.Fatalf("closed with %d, want 1008", ce.Code)
+		}
+		break
+	}
+	t.Logf("closed after %d pings in %v", sent, time.Since(start).Round(time.Millisecond))
 }

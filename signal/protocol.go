@@ -336,11 +336,18 @@ type ICEServer struct {
 	Credential string   `json:"credential,omitempty"`
 }
 
+// welcomeFrame greets every connection. Resume is the session's resume token (absent when
+// resume is off), ResumeWindow how long after losing the connection it works, in seconds;
+// Resumed says whether this connection continues an earlier session, whose Rooms follow.
 type welcomeFrame struct {
-	Type       string      `json:"type"`
-	ID         string      `json:"id"`
-	ICEServers []ICEServer `json:"iceServers"`
-	TTL        int64       `json:"ttl"`
+	Type         string      `json:"type"`
+	ID           string      `json:"id"`
+	ICEServers   []ICEServer `json:"iceServers"`
+	TTL          int64       `json:"ttl"`
+	Resume       string      `json:"resume,omitempty"`
+	ResumeWindow int64       `json:"resume_window"`
+	Resumed      bool        `json:"resumed"`
+	Rooms        []string    `json:"rooms"`
 }
 
 type iceServersFrame struct {

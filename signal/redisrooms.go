@@ -25,9 +25,11 @@ type RedisRooms struct {
 	expiry time.Duration
 	log    *slog.Logger
 
-	mu    sync.Mutex
-	local map[string]localPeer // peer id → its delivery and the rooms it is in
-	evict func(room, peer string)
+	mu       sync.Mutex
+	local    map[string]localPeer    // peer id → its delivery and the rooms it is in
+	sessions map[string]localSession // peer id → the sessions this node holds, live or parked
+	evict    func(room, peer string)
+	moved    func(id, sel string)
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -36,6 +38,16 @@ type RedisRooms struct {
 type localPeer struct {
 	deliver Deliver
 	rooms   map[string]bool
+	parked  bool // its memberships are "id| parked" and need no heartbeat
+}
+
+// localSession is a resumable session this node holds: its current token's record (kept so
+// the heartbeat can write it again into a Redis that restarted empty).
+type localSession struct {
+	sel      string
+	hash     [32]byte
+	turnUser string
+	parked   bool
 }
 
 // RedisRoomsConfig configures NewRedisRooms. Expiry is how long a node's peers outlive its last
@@ -63,7 +75,7 @@ func NewRedisRooms(cfg RedisRoomsConfig) (*RedisRooms, error) {
 	opt.MaxRetryBackoff = time.Second
 	r := &RedisRooms{
 		rdb: redis.NewClient(opt), node: cfg.NodeID, prefix: cfg.Prefix, expiry: cfg.Expiry,
-		log: cfg.Logger, local: make(map[string]localPeer),
+		log: cfg.Logger, local: make(map[string]localPeer), sessions: make(map[string]localSession),
 	}
 	if r.node == "" {
 		r.node = newPeerID()[:12]
@@ -102,6 +114,9 @@ func (r *RedisRooms) Close() error {
 	pipe := r.rdb.Pipeline()
 	r.mu.Lock()
 	for id, lp := range r.local {
+		if lp.parked {
+			continue // parked sessions outlive this node; their membership expires by itself
+		}
 		for room := range lp.rooms {
 			pipe.ZRem(ctx, r.roomKey(room), id+"|"+r.node)
 		}
@@ -165,6 +180,7 @@ func (r *RedisRooms) Join(ctx context.Context, room, peer string, max int, deliv
 	lp.rooms[room] = true
 	r.local[peer] = lp
 	r.mu.Unlock()
+	r.recordRooms(ctx, peer)
 	return members, nil
 }
 
@@ -187,6 +203,7 @@ func (r *RedisRooms) Leave(ctx context.Context, room, peer string) error {
 	if n == 0 && !ok {
 		return ErrNotMember
 	}
+	r.recordRooms(ctx, peer)
 	return nil
 }
 
@@ -200,6 +217,7 @@ func (r *RedisRooms) Publish(ctx context.Context, room, from, to string, frame [
 		return unavailable(err)
 	}
 	byNode := map[string][]string{}
+	var parked []string
 	found := false
 	for _, m := range all {
 		id, node, ok := strings.Cut(m, "|")
@@ -207,12 +225,27 @@ func (r *RedisRooms) Publish(ctx context.Context, room, from, to string, frame [
 			continue
 		}
 		found = true
+		if node == parkedNode {
+			parked = append(parked, id)
+			continue
+		}
 		byNode[node] = append(byNode[node], id)
 	}
 	if to != "" && !found {
 		return ErrNoPeer
 	}
 	var errs []error
+	for _, id := range parked {
+		taken, ended, left, err := r.toParked(ctx, id, frame, false)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case !taken:
+			r.deliverLocal([]string{id}, frame)
+		case ended:
+			r.parkedOverflow(id, left)
+		}
+	}
 	for node, ids := range byNode {
 		if node == r.node {
 			r.deliverLocal(ids, frame)
@@ -268,6 +301,10 @@ func (r *RedisRooms) subscribe(ctx context.Context) {
 			if !ok {
 				return
 			}
+			if msg, ok := strings.CutPrefix(m.Payload, "!moved "); ok {
+				r.handleMoved(msg)
+				continue
+			}
 			ids, frame, ok := strings.Cut(m.Payload, "\n")
 			if !ok {
 				continue
@@ -311,6 +348,9 @@ func (r *RedisRooms) beat(ctx context.Context) error {
 	rooms := map[string]bool{}
 	pipe := r.rdb.Pipeline()
 	for id, lp := range r.local {
+		if lp.parked {
+			continue
+		}
 		for room := range lp.rooms {
 			rooms[room] = true
 			pipe.ZAdd(ctx, r.roomKey(room), redis.Z{Score: exp, Member: id + "|" + r.node})
@@ -318,6 +358,9 @@ func (r *RedisRooms) beat(ctx context.Context) error {
 	}
 	evict := r.evict
 	r.mu.Unlock()
+	if err := r.refreshSessions(ctx, pipe); err != nil {
+		return err
+	}
 	for room := range rooms {
 		pipe.PExpire(ctx, r.roomKey(room), 2*r.expiry)
 	}
@@ -337,10 +380,28 @@ func (r *RedisRooms) beat(ctx context.Context) error {
 		for _, m := range stale {
 			// Only the node whose ZREM removes the member announces it, so peer-left goes out once.
 			if n, err := r.rdb.ZRem(ctx, r.roomKey(room), m).Result(); err == nil && n == 1 && evict != nil {
-				id, _, _ := strings.Cut(m, "|")
+				id, node, _ := strings.Cut(m, "|")
+				if node == parkedNode {
+					r.log.Info("parked peer evicted: its resume window passed", "peer", id, "room", room)
+				} else {
+					r.log.Info("peer evicted: its node stopped heartbeating", "peer", id, "room", room, "node", node)
+				}
 				evict(room, id)
 			}
 		}
 	}
 	return nil
+}
+
+// parkedOverflow tells the rooms of a parked session that overflowed its buffer that it left.
+func (r *RedisRooms) parkedOverflow(id string, left []string) {
+	r.mu.Lock()
+	evict := r.evict
+	r.mu.Unlock()
+	r.log.Info("parked peer ended: it missed more than its resume buffer holds", "peer", id)
+	if evict != nil {
+		for _, room := range left {
+			evict(room, id)
+		}
+	}
 }
