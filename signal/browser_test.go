@@ -68,11 +68,15 @@ func TestBrowserCallThroughRelay(t *testing.T) {
 	pb := b.open(ctx, "B", url)
 	for _, p := range []*page{pa, pb} {
 		p.waitFor(ctx, "data channel open", `demo.call.channel && demo.call.channel.readyState === 'open'`)
-		// The page uses the TURN credentials the hub minted for its own peer id.
+		// The call's RTCPeerConnection uses the TURN credentials the hub handed out.
 		var ok bool
-		p.mustEval(ctx, `demo.hub.iceServers.some(s => s.username && s.username.endsWith(':' + demo.hub.id))`, &ok)
+		p.mustEval(ctx, `(() => {
+			const turn = demo.hub.iceServers.find(s => s.username && s.credential);
+			return !!turn && demo.call.pc.getConfiguration().iceServers.some(s =>
+				s.username === turn.username && s.credential === turn.credential);
+		})()`, &ok)
 		if !ok {
-			p.fatalf("iceServers not from welcome")
+			p.fatalf("the call does not use the hub's TURN credentials")
 		}
 	}
 	for _, m := range []struct {

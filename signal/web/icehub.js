@@ -188,6 +188,7 @@ export class Hub extends Emitter {
   #lost(code, reason) {
     clearTimeout(this.#connectTimer);
     this.#ws = null;
+    if (code === 4000) this.#token = null; // the session was resumed by another connection
     if (this.state === 'connected') this.#lostAt = Date.now();
     for (const [room, resolves] of this.#leaving) {
       resolves.forEach(r => r());
