@@ -132,7 +132,10 @@ export interface CallEvents {
   channel: RTCDataChannel;
   /** The other party, or null after it hung up. */
   remote: CallRemote | null;
-  /** An ICE restart began; reason: "failed", "disconnected", "new hub session", "requested", ... */
+  /**
+   * An ICE restart began; reason: "failed", "disconnected", "new hub session",
+   * "credentials expiring", "requested", or "still <state>" for a retry.
+   */
   restart: {reason: string};
   error: Error;
 }

@@ -83,7 +83,7 @@ export class Hub extends Emitter {
     if (this.#o.closeOnPageHide) {
       globalThis.addEventListener?.('pagehide', e => { if (!e.persisted) this.close(); });
     }
-    this.#open();
+    this.#dial();
   }
 
   /** Rooms this client is in, or is joining again after a reconnect. */
@@ -129,7 +129,7 @@ export class Hub extends Emitter {
     if (!this.#rooms.has(room)) throw hubError('not-member', 'join the room before sending to it', room);
     const f = {type: 'message', room, data};
     if (to) f.to = to;
-    if (this.state === 'connected' && this.#rooms.get(room).joined && this.#queue.length === 0) {
+    if (this.#writable() && this.#rooms.get(room).joined && this.#queue.length === 0) {
       this.#write(f);
       return true;
     }
@@ -150,7 +150,7 @@ export class Hub extends Emitter {
   reconnectNow() {
     if (this.state !== 'reconnecting' || this.#ws) return;
     clearTimeout(this.#timer);
-    this.#open();
+    this.#dial();
   }
 
   /** close leaves every room (so the others hear peer-left at once) and stops reconnecting. */
@@ -169,7 +169,7 @@ export class Hub extends Emitter {
     this.#setState('closed');
   }
 
-  #open() {
+  #dial() {
     const u = new URL(this.#url);
     if (this.#o.key) u.searchParams.set('key', this.#o.key);
     // The token is worth sending only inside the hub's resume window.
@@ -197,8 +197,14 @@ export class Hub extends Emitter {
     // Exponential backoff with jitter, so that clients cut off together do not return together.
     const base = Math.min(this.#o.maxDelay, this.#o.minDelay * 2 ** this.#attempt++);
     const delay = Math.round(base * (1 - this.#o.jitter * Math.random()));
-    this.#timer = setTimeout(() => this.#open(), delay);
+    this.#timer = setTimeout(() => this.#dial(), delay);
     this.#setState('reconnecting', {code, reason, delay, attempt: this.#attempt});
+  }
+
+  // writable tells whether frames can be written now. A socket the server has begun to close is
+  // not: what the browser is given then is silently dropped, so messages wait in the queue.
+  #writable() {
+    return this.state === 'connected' && this.#ws?.readyState === WebSocket.OPEN;
   }
 
   #write(f) {
@@ -215,15 +221,7 @@ export class Hub extends Emitter {
     switch (f.type) {
     case 'welcome': return this.#welcome(f);
     case 'joined':
-      if (!r) return; // left meanwhile; the leave that follows takes us out again
-      r.joined = true;
-      r.peers = new Set(f.peers || []);
-      // After a new session the ids we knew may be gone: tell the app like the hub would have.
-      for (const id of r.stale || []) if (!r.peers.has(id)) this.emit('peer-left', {room: f.room, id, stale: true});
-      r.stale = null;
-      this.emit('joined', {room: f.room, id: f.id, peers: [...r.peers]});
-      r.waiters.splice(0).forEach(w => w.resolve({room: f.room, id: f.id, peers: [...r.peers]}));
-      this.#flush();
+      if (r) this.#joined(f.room, r, f.peers || []); // else left meanwhile: the leave follows
       return;
     case 'full':
       if (r) {
@@ -252,13 +250,29 @@ export class Hub extends Emitter {
       this.#setIce(f.iceServers, f.ttl);
       return;
     case 'error':
-      if (f.request === 'join' && r && !r.joined && f.code !== 'already-joined') {
-        this.#rooms.delete(f.room);
-        r.waiters.forEach(w => w.reject(hubError(f.code, f.message, f.room)));
+      if (f.request === 'join' && r && !r.joined) {
+        if (f.code === 'already-joined') {
+          this.#joined(f.room, r, [...r.peers]);
+        } else {
+          this.#rooms.delete(f.room);
+          r.waiters.forEach(w => w.reject(hubError(f.code, f.message, f.room)));
+        }
       }
       this.emit('error', {code: f.code, message: f.message, request: f.request, room: f.room});
       return;
     }
+  }
+
+  #joined(room, r, peers) {
+    r.joined = true;
+    r.peers = new Set(peers);
+    // After a new session the ids we knew may be gone: tell the app like the hub would have.
+    for (const id of r.stale || []) if (!r.peers.has(id)) this.emit('peer-left', {room, id, stale: true});
+    r.stale = null;
+    const ev = {room, id: this.id, peers: [...r.peers]};
+    this.emit('joined', ev);
+    r.waiters.splice(0).forEach(w => w.resolve(ev));
+    this.#flush();
   }
 
   #welcome(f) {
@@ -272,7 +286,10 @@ export class Hub extends Emitter {
     this.#setIce(f.iceServers, f.ttl);
     const kept = new Set(this.resumed ? f.rooms || [] : []);
     for (const [room, r] of this.#rooms) {
-      if (kept.has(room) && r.joined) continue;
+      if (kept.has(room)) {
+        if (!r.joined) this.#joined(room, r, [...r.peers]); // its "joined" was lost with the connection
+        continue;
+      }
       if (r.joined) r.stale = r.peers;
       r.joined = false;
       r.peers = new Set();
@@ -297,7 +314,7 @@ export class Hub extends Emitter {
   // flush sends queued messages in order, stopping at the first whose room is not joined yet.
   #flush() {
     this.#queue = this.#queue.filter(f => this.#rooms.has(f.room));
-    while (this.#queue.length && this.state === 'connected' && this.#rooms.get(this.#queue[0].room).joined) {
+    while (this.#queue.length && this.#writable() && this.#rooms.get(this.#queue[0].room).joined) {
       this.#write(this.#queue.shift());
     }
   }
@@ -365,6 +382,7 @@ export class Call extends Emitter {
   #gathered = new Set();      // ICE ufrags of ours that have produced a candidate
   #gatherWaiters = [];
   #discTimer = 0; #retryTimer = 0; #retries = 0; #offerTimer = 0; #last = null;
+  #credTimer = 0; #credExpiry = 0; #credsDue = false; // see watchCredentials
 
   constructor(hub, room, options = {}) {
     super();
@@ -393,7 +411,7 @@ export class Call extends Emitter {
   /** close ends the call: the other side hears "bye" and waits for a new party. */
   close() {
     if (this.state === 'closed') return;
-    if (this.remote?.id) this.#signal({bye: 1});
+    if (this.remote?.id && this.#hub.rooms.includes(this.#room)) this.#signal({bye: 1});
     this.#off.forEach(off => off());
     this.#closePC();
     this.remote = this.#next = null;
@@ -407,23 +425,18 @@ export class Call extends Emitter {
   async stats() {
     const pc = this.pc;
     if (!pc) return null;
-    const report = await pc.getStats();
-    let pair = null, sent = 0, received = 0, framesDecoded = 0, framesPerSecond = 0;
+    const {report, pair, local, remote} = await selectedPair(pc);
+    let sent = 0, received = 0, framesDecoded = 0, framesPerSecond = 0;
     report.forEach(s => {
       if (s.type === 'transport') {
         sent += s.bytesSent || 0;
         received += s.bytesReceived || 0;
-        if (s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
       } else if (s.type === 'inbound-rtp' && s.kind === 'video') {
         framesDecoded += s.framesDecoded || 0;
         framesPerSecond += s.framesPerSecond || 0;
       }
     });
-    if (!pair) report.forEach(s => { // browsers without transport stats
-      if (!pair && s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
-    });
     if (!sent && !received && pair) ({bytesSent: sent = 0, bytesReceived: received = 0} = pair);
-    const local = pair && report.get(pair.localCandidateId), remote = pair && report.get(pair.remoteCandidateId);
     const now = performance.now(), last = this.#last;
     this.#last = {pc, now, sent, received};
     const rate = (b, a) => last && last.pc === pc && now > last.now && b >= a ? Math.round((b - a) * 8000 / (now - last.now)) : null;
@@ -578,6 +591,7 @@ export class Call extends Emitter {
       this.channel = pc.createDataChannel('icehub', {negotiated: true, id: 0});
       this.emit('channel', this.channel);
     }
+    this.#watchCredentials();
     this.#setState(pc.connectionState);
   }
 
@@ -595,6 +609,42 @@ export class Call extends Emitter {
     } catch (err) {
       this.#error(err);
     }
+    if (this.#credsDue) this.#credentialsDue(this.pc);
+  }
+
+  // watchCredentials arms a timer for shortly before the TURN credentials that the current ICE
+  // gathering used expire. The TURN server refuses to refresh an allocation or its permissions
+  // under an expired username, so a call relayed that long would break: before that, it
+  // restarts ICE onto allocations made with the renewed credentials.
+  #watchCredentials() {
+    clearTimeout(this.#credTimer);
+    this.#credsDue = false;
+    this.#credExpiry = credentialsExpiry(this.#hub.iceServers);
+    this.#armCredentials(this.pc);
+  }
+
+  #armCredentials(pc) {
+    if (!pc || !this.#credExpiry) return;
+    const wait = this.#credExpiry - this.#credMargin() - Date.now();
+    this.#credTimer = setTimeout(() => this.#credentialsDue(pc), Math.min(Math.max(wait, 0), 2 ** 31 - 1));
+  }
+
+  #credMargin() {
+    return Math.min(60000, this.#hub.ttl * 100); // a tenth of the lifetime, at most a minute
+  }
+
+  async #credentialsDue(pc) {
+    if (pc !== this.pc) return;
+    if (Date.now() < this.#credExpiry - this.#credMargin()) return this.#armCredentials(pc); // timers cap at 24 days
+    if (!(credentialsExpiry(this.#hub.iceServers) > this.#credExpiry)) {
+      this.#credsDue = true; // not renewed yet: the hub's next ice-servers brings us back here
+      return;
+    }
+    this.#credsDue = false;
+    const {local} = await selectedPair(pc);
+    if (pc !== this.pc) return;
+    if (local?.candidateType === 'relay') this.#restart('credentials expiring');
+    else this.#watchCredentials(); // no allocation carries the call: follow the new credentials
   }
 
   async #negotiate() {
@@ -732,6 +782,7 @@ export class Call extends Emitter {
     this.counters.iceRestarts++;
     this.emit('restart', {reason: why});
     pc.restartIce();
+    this.#watchCredentials(); // the restart gathers with the credentials the hub gave last
     // Try again, waiting longer each time, while the connection does not come back.
     clearTimeout(this.#retryTimer);
     const wait = Math.min(30000, 10000 * 2 ** this.#retries++);
@@ -744,11 +795,31 @@ export class Call extends Emitter {
     clearTimeout(this.#discTimer);
     clearTimeout(this.#retryTimer);
     clearTimeout(this.#offerTimer);
+    clearTimeout(this.#credTimer);
     this.channel?.close();
     this.pc?.close();
     this.pc = this.channel = this.remoteStream = null;
     this.#last = null;
   }
+}
+
+// selectedPair finds the candidate pair carrying pc's traffic and its two candidates.
+async function selectedPair(pc) {
+  const report = await pc.getStats();
+  let pair = null;
+  report.forEach(s => {
+    if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId);
+  });
+  if (!pair) report.forEach(s => { // browsers without transport stats
+    if (!pair && s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') pair = s;
+  });
+  return {report, pair, local: pair && report.get(pair.localCandidateId), remote: pair && report.get(pair.remoteCandidateId)};
+}
+
+// credentialsExpiry is when the first TURN REST username ("<unix expiry>:<user>") expires, ms.
+function credentialsExpiry(iceServers) {
+  const t = Math.min(...iceServers.filter(s => s.username).map(s => parseInt(s.username, 10)).filter(n => n > 0));
+  return Number.isFinite(t) ? t * 1000 : null;
 }
 
 const ufragOf = desc => /a=ice-ufrag:(\S+)/.exec(desc?.sdp || '')?.[1] || null;
