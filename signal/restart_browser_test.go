@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"icehub/auth"
-	"icehub/config"
 	"icehub/turnserver"
 )
 
@@ -29,12 +28,8 @@ type stack struct {
 func startStack(t *testing.T, ring *auth.Ring, hubAddr, turnAddr string) *stack {
 	t.Helper()
 	turn, urls := startTURNAt(t, ring, turnAddr)
-	sig := config.Default().Signal
-	sig.PingInterval = config.Duration{Duration: 5 * time.Second}
-	h, err := New(Config{Signal: sig, Ring: ring, TTL: time.Hour, ICEURLs: urls})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The hub is the test environment's, served on an address of our choosing.
+	h := newEnvWith(t, time.Hour, urls, ring, nil).hub
 	ln, err := net.Listen("tcp4", hubAddr)
 	if err != nil {
 		t.Fatalf("hub listener: %v", err)
