@@ -15,12 +15,13 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"icehub/internal/testenv"
 )
 
-// A minimal Chrome DevTools Protocol client: enough to open pages and evaluate JavaScript in
-// them, without pulling a browser-automation library into the module.
-
-const chromiumPath = "/usr/bin/chromium"
+// A minimal Chrome DevTools Protocol client: enough to open pages, evaluate JavaScript in
+// them and keep their console output for failure messages, without pulling a
+// browser-automation library into the module.
 
 type browser struct {
 	t    *testing.T
@@ -30,6 +31,7 @@ type browser struct {
 	mu      sync.Mutex
 	nextID  int64
 	pending map[int64]chan cdpReply
+	pages   map[string]*page // by CDP session id
 	dead    chan struct{}
 }
 
@@ -44,17 +46,24 @@ type cdpReply struct {
 var devtoolsRe = regexp.MustCompile(`DevTools listening on (ws://\S+)`)
 
 // launchBrowser starts headless Chromium with a fresh profile and connects to it. The
-// process group is killed when the test ends.
+// process group is killed when the test ends. Browser tests are long tests: they skip under
+// -short, and without Chromium on PATH.
 func launchBrowser(t *testing.T, extra ...string) *browser {
 	t.Helper()
+	testenv.Long(t)
+	chromium := testenv.Chromium(t)
 	args := append([]string{
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--no-first-run",
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		// The machine may have no internet: background fetches would only fail, noisily.
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
 		"--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
+		// Every tab keeps full-speed timers and media: two "users" share one browser here.
+		"--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+		"--disable-backgrounding-occluded-windows",
 		"--user-data-dir=" + t.TempDir(), "--remote-debugging-port=0",
 	}, extra...)
 	args = append(args, "about:blank")
-	cmd := exec.Command(chromiumPath, args...)
+	cmd := exec.Command(chromium, args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -100,7 +109,7 @@ func launchBrowser(t *testing.T, extra ...string) *browser {
 		t.Fatalf("connecting to devtools: %v", err)
 	}
 	conn.SetReadLimit(64 << 20)
-	b := &browser{t: t, conn: conn, pending: make(map[int64]chan cdpReply), dead: make(chan struct{})}
+	b := &browser{t: t, conn: conn, pending: make(map[int64]chan cdpReply), pages: make(map[string]*page), dead: make(chan struct{})}
 	go b.readLoop()
 	t.Cleanup(func() { _ = conn.Close() })
 	return b
@@ -114,11 +123,23 @@ func (b *browser) readLoop() {
 			return
 		}
 		var msg struct {
-			ID int64 `json:"id"`
+			ID        int64           `json:"id"`
+			Method    string          `json:"method"`
+			SessionID string          `json:"sessionId"`
+			Params    json.RawMessage `json:"params"`
 			cdpReply
 		}
-		if json.Unmarshal(data, &msg) != nil || msg.ID == 0 {
-			continue // events are not used
+		if json.Unmarshal(data, &msg) != nil {
+			continue
+		}
+		if msg.ID == 0 {
+			b.mu.Lock()
+			p := b.pages[msg.SessionID]
+			b.mu.Unlock()
+			if p != nil {
+				p.event(msg.Method, msg.Params)
+			}
+			continue
 		}
 		b.mu.Lock()
 		ch := b.pending[msg.ID]
@@ -169,14 +190,19 @@ type page struct {
 	b       *browser
 	session string
 	name    string
+
+	mu      sync.Mutex
+	console []string // the last lines the page logged, and its uncaught exceptions
 }
 
+// open creates a tab, starts collecting its console and only then loads url, so nothing the
+// page logs is missed.
 func (b *browser) open(ctx context.Context, name, url string) *page {
 	b.t.Helper()
 	var target struct {
 		TargetID string `json:"targetId"`
 	}
-	if err := b.call(ctx, "", "Target.createTarget", map[string]any{"url": url}, &target); err != nil {
+	if err := b.call(ctx, "", "Target.createTarget", map[string]any{"url": "about:blank"}, &target); err != nil {
 		b.t.Fatal(err)
 	}
 	var att struct {
@@ -185,7 +211,76 @@ func (b *browser) open(ctx context.Context, name, url string) *page {
 	if err := b.call(ctx, "", "Target.attachToTarget", map[string]any{"targetId": target.TargetID, "flatten": true}, &att); err != nil {
 		b.t.Fatal(err)
 	}
-	return &page{b: b, session: att.SessionID, name: name}
+	p := &page{b: b, session: att.SessionID, name: name}
+	b.mu.Lock()
+	b.pages[p.session] = p
+	b.mu.Unlock()
+	if err := b.call(ctx, p.session, "Runtime.enable", map[string]any{}, nil); err != nil {
+		b.t.Fatal(err)
+	}
+	if err := b.call(ctx, p.session, "Page.navigate", map[string]any{"url": url}, nil); err != nil {
+		b.t.Fatal(err)
+	}
+	return p
+}
+
+const consoleLines = 60
+
+// event records console output and uncaught exceptions.
+func (p *page) event(method string, params json.RawMessage) {
+	var line string
+	switch method {
+	case "Runtime.consoleAPICalled":
+		var ev struct {
+			Type string `json:"type"`
+			Args []struct {
+				Value       any    `json:"value"`
+				Description string `json:"description"`
+			} `json:"args"`
+		}
+		if json.Unmarshal(params, &ev) != nil {
+			return
+		}
+		parts := []string{ev.Type + ":"}
+		for _, a := range ev.Args {
+			if a.Value != nil {
+				parts = append(parts, fmt.Sprint(a.Value))
+			} else {
+				parts = append(parts, a.Description)
+			}
+		}
+		line = strings.Join(parts, " ")
+	case "Runtime.exceptionThrown":
+		var ev struct {
+			Details struct {
+				Text      string `json:"text"`
+				Exception *struct {
+					Description string `json:"description"`
+				} `json:"exception"`
+			} `json:"exceptionDetails"`
+		}
+		if json.Unmarshal(params, &ev) != nil {
+			return
+		}
+		line = "exception: " + ev.Details.Text
+		if ev.Details.Exception != nil {
+			line += " " + ev.Details.Exception.Description
+		}
+	default:
+		return
+	}
+	p.mu.Lock()
+	if p.console = append(p.console, line); len(p.console) > consoleLines {
+		p.console = p.console[1:]
+	}
+	p.mu.Unlock()
+}
+
+// consoleText returns what the page logged, for failure messages.
+func (p *page) consoleText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.console, "\n")
 }
 
 // eval evaluates expr in the page, awaiting a promise, and decodes its JSON value into out.
@@ -220,23 +315,72 @@ func (p *page) eval(ctx context.Context, expr string, out any) error {
 	return nil
 }
 
+// mustEval is eval that fails the test on error.
+func (p *page) mustEval(ctx context.Context, expr string, out any) {
+	p.b.t.Helper()
+	if err := p.eval(ctx, expr, out); err != nil {
+		p.fatalf("evaluating %s: %v", expr, err)
+	}
+}
+
 // waitFor polls expr until it is true; on timeout it fails with the page's debug state.
 func (p *page) waitFor(ctx context.Context, what, expr string) {
 	p.b.t.Helper()
+	var err error
 	for {
 		var ok bool
-		err := p.eval(ctx, "!!("+expr+")", &ok)
+		err = p.eval(ctx, "!!("+expr+")", &ok)
 		if err == nil && ok {
 			return
 		}
 		select {
 		case <-ctx.Done():
-			var dbg any
-			dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = p.eval(dctx, `JSON.stringify({icehub: window.icehub, log: (document.getElementById('log')||{}).textContent})`, &dbg)
-			p.b.t.Fatalf("%s: timed out waiting for %s (last error %v)\npage state: %v", p.name, what, err, dbg)
-		case <-time.After(100 * time.Millisecond):
+			p.fatalf("timed out waiting for %s (last error %v)", what, err)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// waitUntil is waitFor that reports a timeout instead of failing.
+func (p *page) waitUntil(ctx context.Context, d time.Duration, expr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		var ok bool
+		if err := p.eval(ctx, "!!("+expr+")", &ok); err == nil && ok {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// fatalf fails the test with the page's state and console.
+func (p *page) fatalf(format string, args ...any) {
+	p.b.t.Helper()
+	p.b.t.Fatalf("%s: %s\npage state: %s\nconsole:\n%s", p.name, fmt.Sprintf(format, args...), p.debugState(), p.consoleText())
+}
+
+// debugState describes the page for a failure message: the demo's hub and call, the
+// RTCPeerConnection, the signaling trace (traceJS) and the page's log panel.
+func (p *page) debugState() string {
+	var dbg string
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := p.eval(ctx, `JSON.stringify({
+		hub: window.demo && demo.hub && {id: demo.hub.id, state: demo.hub.state, rooms: demo.hub.rooms},
+		call: window.demo && demo.call && {state: demo.call.state, counters: demo.call.counters, remote: demo.call.remote,
+			polite: demo.call.polite, pc: demo.call.pc && {signaling: demo.call.pc.signalingState,
+				ice: demo.call.pc.iceConnectionState, gathering: demo.call.pc.iceGatheringState,
+				local: /a=ice-ufrag:(\S+)/.exec((demo.call.pc.localDescription || {}).sdp)?.[1],
+				remote: /a=ice-ufrag:(\S+)/.exec((demo.call.pc.remoteDescription || {}).sdp)?.[1]}},
+		trace: window.trace,
+		log: (document.getElementById('log') || {}).textContent})`, &dbg)
+	if err != nil {
+		return err.Error()
+	}
+	return dbg
 }

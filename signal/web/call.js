@@ -1,41 +1,16 @@
-'use strict';
-// A two-party call through the hub. The peer already in the room makes the offer when it
-// hears peer-joined, as in the tutorial's flow; descriptions and candidates travel as
-// `message` frames addressed `to` the other peer.
-const $ = id => document.getElementById(id);
-const logEl = $('log');
-const log = (...a) => logTo(logEl, ...a);
+// A two-party call through the hub with icehub.js: connect() keeps the signaling session
+// alive, call() does the WebRTC part. Everything else here is showing what happens.
+import {connect, call} from './icehub.js';
+import {params, $, logTo, describePath} from './common.js';
 
-let ws = null, pc = null, dc = null, localStream = null;
-let iceServers = [], remoteId = null, pendingCandidates = [];
+const log = (...a) => logTo($('log'), ...a);
+let hub = null, c = null, localStream = null, statsTimer = 0;
 
-// Test hooks for headless browsers.
-const hub = window.icehub = {
-  state: 'idle', id: null, room: null, peers: [], remote: null, pcState: null, dcOpen: false,
-  iceServers: null, lastMessage: null, messages: [], errors: [], frames: [],
-  selectedPairType: () => selectedPair(pc),
-  framesDecoded: () => framesDecoded(pc),
-  send: text => sendChat(text),
-};
-
-function setState(s) {
-  hub.state = s;
-  $('state').textContent = s;
-  log('state', s);
-}
-
-function wsSend(obj) {
-  if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(obj));
-}
-
-function signal(data) {
-  wsSend({type: 'message', room: hub.room, to: remoteId, data});
-}
+// For the browser console (and the browser tests): the session, the call, the chat so far.
+window.demo = {get hub() { return hub; }, get call() { return c; }, chat: [], send: sendChat};
 
 async function join() {
   const room = $('room').value.trim();
-  if (!/^[A-Za-z0-9_.\-]{1,64}$/.test(room)) { setState('bad room name'); return; }
-  hub.room = room;
   $('join').disabled = true;
   $('hangup').disabled = false;
   if ($('video').checked && !localStream) {
@@ -46,137 +21,48 @@ async function join() {
       log('no camera:', String(err));
     }
   }
-  const u = withKey('/ws');
-  u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  ws = new WebSocket(u);
-  setState('connecting');
-  ws.onmessage = e => onFrame(JSON.parse(e.data)).catch(err => { log('error', String(err)); hub.errors.push(String(err)); });
-  ws.onclose = e => { log('ws closed', e.code, e.reason); if (hub.state !== 'closed') setState('disconnected'); };
+  hub = connect('/ws', {key: params.get('key') || ''});
+  hub.on('state', e => { $('hubstate').textContent = e.state; log('hub', e); });
+  hub.on('welcome', e => log(e.resumed ? 'session resumed' : 'new session', e.id));
+  hub.on('peer-joined', e => log('peer joined', e.id));
+  hub.on('peer-left', e => log('peer left', e.id));
+  hub.on('ice-servers', e => log('TURN credentials for', e.ttl, 's'));
+  hub.on('error', e => log('hub error', e));
+
+  c = call(hub, room, {stream: localStream, relayOnly: $('relay').checked});
+  c.on('state', ({state}) => { $('state').textContent = state; log('call', state); });
+  c.on('track', ({stream}) => { $('remotevideo').srcObject = stream; });
+  c.on('channel', setupChat);
+  c.on('restart', e => log('ICE restart:', e.reason));
+  c.on('error', err => log('call error', String(err)));
+  statsTimer = setInterval(async () => { $('pair').textContent = describePath(await c.stats()); }, 1000);
 }
 
-async function onFrame(f) {
-  hub.frames.push(f.type);
-  if (f.type !== 'message') log('<', f);
-  switch (f.type) {
-  case 'welcome':
-    hub.id = f.id;
-    iceServers = hub.iceServers = f.iceServers;
-    wsSend({type: 'join', room: hub.room});
-    break;
-  case 'ice-servers':
-    // Renewed credentials: new allocations (ICE restarts) will use them.
-    iceServers = hub.iceServers = f.iceServers;
-    if (pc) pc.setConfiguration({...pc.getConfiguration(), iceServers});
-    break;
-  case 'joined':
-    hub.peers = f.peers;
-    setState(f.peers.length ? 'waiting for offer' : 'waiting for peer');
-    if (f.peers.length) remoteId = hub.remote = f.peers[0];
-    break;
-  case 'full':
-    setState('room full');
-    break;
-  case 'peer-joined':
-    if (pc) break; // already in a call: two parties only
-    remoteId = hub.remote = f.id;
-    await makeOffer();
-    break;
-  case 'peer-left':
-    if (f.id === remoteId) { closePC(); setState('peer left'); }
-    break;
-  case 'message':
-    if (!remoteId) remoteId = hub.remote = f.from;
-    if (f.from === remoteId) await onSignal(f.data);
-    break;
-  case 'error':
-    hub.errors.push(f.code);
-    break;
-  }
-}
-
-function newPC() {
-  pc = new RTCPeerConnection({iceServers, iceTransportPolicy: $('relay').checked ? 'relay' : 'all'});
-  pc.onicecandidate = e => { if (e.candidate) signal({candidate: e.candidate.toJSON()}); };
-  pc.ontrack = e => { $('remotevideo').srcObject = e.streams[0]; };
-  pc.ondatachannel = e => setupChannel(e.channel);
-  pc.onconnectionstatechange = async () => {
-    hub.pcState = pc.connectionState;
-    setState(pc.connectionState);
-    if (pc.connectionState === 'connected') {
-      const p = await selectedPair(pc);
-      $('pair').textContent = p ? p.local + ' → ' + p.remote + ' (' + p.remoteAddress + ')' : '?';
-    }
-  };
-  return pc;
-}
-
-async function makeOffer() {
-  newPC();
-  if (localStream) localStream.getTracks().forEach(t => pc.addTrack(t, localStream));
-  else pc.addTransceiver('video', {direction: 'recvonly'});
-  setupChannel(pc.createDataChannel('chat'));
-  await pc.setLocalDescription(await pc.createOffer());
-  signal({description: pc.localDescription.toJSON()});
-  setState('offered');
-}
-
-async function onSignal(data) {
-  if (data.description) {
-    const d = data.description;
-    if (d.type === 'offer') {
-      if (!pc) newPC();
-      await pc.setRemoteDescription(d);
-      // Tracks are added after the offer so they reuse its transceivers.
-      if (localStream) localStream.getTracks().forEach(t => pc.addTrack(t, localStream));
-      await pc.setLocalDescription(await pc.createAnswer());
-      signal({description: pc.localDescription.toJSON()});
-      setState('answered');
-    } else if (pc) {
-      await pc.setRemoteDescription(d);
-    }
-    for (const c of pendingCandidates.splice(0)) await pc.addIceCandidate(c);
-  } else if (data.candidate) {
-    // Candidates can outrun the description they belong to.
-    if (pc && pc.remoteDescription) await pc.addIceCandidate(data.candidate);
-    else pendingCandidates.push(data.candidate);
-  }
-}
-
-function setupChannel(ch) {
-  dc = ch;
-  dc.onopen = () => { hub.dcOpen = true; $('text').disabled = $('send').disabled = false; log('chat open'); };
-  dc.onclose = () => { hub.dcOpen = false; $('text').disabled = $('send').disabled = true; };
-  dc.onmessage = e => {
-    hub.lastMessage = e.data;
-    hub.messages.push(e.data);
+function setupChat(ch) {
+  ch.onopen = () => { $('text').disabled = $('send').disabled = false; log('chat open'); };
+  ch.onclose = () => { $('text').disabled = $('send').disabled = true; };
+  ch.onmessage = e => {
+    window.demo.chat.push(e.data);
     logTo($('chatlog'), 'them: ' + e.data);
   };
 }
 
 function sendChat(text) {
-  if (!dc || dc.readyState !== 'open') return false;
-  dc.send(text);
+  const ch = c && c.channel;
+  if (!ch || ch.readyState !== 'open') return false;
+  ch.send(text);
   logTo($('chatlog'), 'me: ' + text);
   return true;
 }
 
-function closePC() {
-  if (dc) dc.close();
-  if (pc) pc.close();
-  pc = dc = null;
-  remoteId = hub.remote = null;
-  pendingCandidates = [];
-  hub.dcOpen = false;
-  hub.pcState = null;
-}
-
 function hangup() {
-  closePC();
-  if (ws) ws.close(1000, 'bye');
-  ws = null;
+  clearInterval(statsTimer);
+  c.close();
+  hub.close();
   $('join').disabled = false;
   $('hangup').disabled = true;
-  setState('closed');
+  $('state').textContent = 'idle';
+  $('pair').textContent = '–';
 }
 
 $('join').onclick = () => join().catch(err => log('error', String(err)));

@@ -1,89 +1,92 @@
-'use strict';
-// The tutorial's main.js, with the ICE configuration fetched from the hub: pc1 sends the
-// camera, pc2 receives it, and candidates are handed across directly instead of through a
-// signaling server.
-const localVideo = document.getElementById('localvideo');
-const remoteVideo = document.getElementById('remotevideo');
-const btnStart = document.getElementById('start');
-const btnCall = document.getElementById('call');
-const btnHangup = document.getElementById('hangup');
-const relayBox = document.getElementById('relay');
-const logEl = document.getElementById('log');
-const log = (...a) => logTo(logEl, ...a);
+// The tutorial's main.js, with the ICE configuration from the hub (icehub.js getIceServers,
+// i.e. GET /api/ice-servers): pc1 sends the camera, pc2 receives it, and candidates are handed
+// across directly instead of through a signaling server.
+import {getIceServers} from './icehub.js';
+import {params, $, logTo, describePath} from './common.js';
 
+const log = (...a) => logTo($('log'), ...a);
 let localStream = null, pc1 = null, pc2 = null;
 
-// Test hooks for headless browsers.
-window.icehub = {
+// For the browser console (and the browser tests).
+window.demo = {
   state: 'idle', error: null, iceServers: null,
-  selectedPairType: () => selectedPair(pc1),
+  selectedPair: () => selectedPair(pc1),
   framesDecoded: () => framesDecoded(pc2),
-  get pc1() { return pc1; }, get pc2() { return pc2; },
 };
 
 function setState(s) {
-  window.icehub.state = s;
-  document.getElementById('state').textContent = s;
+  window.demo.state = s;
+  $('state').textContent = s;
   log('state', s);
 }
 
 function fail(err) {
-  window.icehub.error = String(err && err.message || err);
-  log('error', window.icehub.error);
+  window.demo.error = String(err && err.message || err);
+  log('error', window.demo.error);
   setState('failed');
 }
 
 async function start() {
-  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
-    throw new Error('getUserMedia is not supported');
-  }
   localStream = await navigator.mediaDevices.getUserMedia({audio: false, video: true});
-  localVideo.srcObject = localStream;
-  btnStart.disabled = true;
-  btnCall.disabled = false;
+  $('localvideo').srcObject = localStream;
+  $('start').disabled = true;
+  $('call').disabled = false;
   setState('started');
 }
 
 async function call() {
-  btnCall.disabled = true;
-  btnHangup.disabled = false;
-  const {iceServers} = await fetchICEServers();
-  window.icehub.iceServers = iceServers;
-  const config = {iceServers, iceTransportPolicy: relayBox.checked ? 'relay' : 'all'};
+  $('call').disabled = true;
+  $('hangup').disabled = false;
+  const {iceServers} = await getIceServers(location.origin, {key: params.get('key') || ''});
+  window.demo.iceServers = iceServers;
+  const config = {iceServers, iceTransportPolicy: $('relay').checked ? 'relay' : 'all'};
   log('config', config.iceTransportPolicy, iceServers.map(s => s.urls).flat());
   pc1 = new RTCPeerConnection(config);
   pc2 = new RTCPeerConnection(config);
   pc1.onicecandidate = e => { if (e.candidate) pc2.addIceCandidate(e.candidate).catch(fail); };
   pc2.onicecandidate = e => { if (e.candidate) pc1.addIceCandidate(e.candidate).catch(fail); };
-  pc2.ontrack = e => { remoteVideo.srcObject = e.streams[0]; };
+  pc2.ontrack = e => { $('remotevideo').srcObject = e.streams[0]; };
   pc1.onconnectionstatechange = async () => {
     setState(pc1.connectionState);
-    if (pc1.connectionState === 'connected') {
-      const p = await selectedPair(pc1);
-      document.getElementById('pair').textContent = p ? p.local + ' → ' + p.remote : '?';
-    }
+    if (pc1.connectionState === 'connected') $('pair').textContent = describePath(await selectedPair(pc1));
   };
   localStream.getTracks().forEach(t => pc1.addTrack(t, localStream));
-  const offer = await pc1.createOffer({offerToReceiveAudio: 0, offerToReceiveVideo: 1});
-  await pc1.setLocalDescription(offer);
-  await pc2.setRemoteDescription(offer);
-  const answer = await pc2.createAnswer();
-  await pc2.setLocalDescription(answer);
-  await pc1.setRemoteDescription(answer);
+  await pc1.setLocalDescription(await pc1.createOffer());
+  await pc2.setRemoteDescription(pc1.localDescription);
+  await pc2.setLocalDescription(await pc2.createAnswer());
+  await pc1.setRemoteDescription(pc2.localDescription);
   setState('calling');
 }
 
 function hangup() {
-  if (pc1) pc1.close();
-  if (pc2) pc2.close();
+  pc1?.close();
+  pc2?.close();
   pc1 = pc2 = null;
-  btnHangup.disabled = true;
-  btnCall.disabled = false;
+  $('hangup').disabled = true;
+  $('call').disabled = false;
   setState('closed');
 }
 
-btnStart.onclick = () => start().catch(fail);
-btnCall.onclick = () => call().catch(fail);
-btnHangup.onclick = hangup;
-relayBox.checked = params.get('relay') === '1';
+// selectedPair returns the candidate types (host, srflx, prflx, relay) of the pair carrying
+// pc's traffic, or null before there is one.
+async function selectedPair(pc) {
+  if (!pc) return null;
+  const stats = await pc.getStats();
+  let pair = null;
+  stats.forEach(s => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = stats.get(s.selectedCandidatePairId); });
+  if (!pair) return null;
+  const local = stats.get(pair.localCandidateId), remote = stats.get(pair.remoteCandidateId);
+  return {local: local.candidateType, remote: remote.candidateType, protocol: local.protocol, relayProtocol: local.relayProtocol};
+}
+
+async function framesDecoded(pc) {
+  let n = 0;
+  if (pc) (await pc.getStats()).forEach(s => { if (s.type === 'inbound-rtp' && s.kind === 'video') n += s.framesDecoded || 0; });
+  return n;
+}
+
+$('start').onclick = () => start().catch(fail);
+$('call').onclick = () => call().catch(fail);
+$('hangup').onclick = hangup;
+$('relay').checked = params.get('relay') === '1';
 if (params.get('autostart') === '1') start().then(call).catch(fail);
