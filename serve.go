@@ -198,6 +198,9 @@ func (a *app) reload() {
 	a.log.Info("reloaded", "config", a.path)
 }
 
+// apply is all or nothing, the way Caddy provisions a config before swapping it: first
+// everything that can fail — validation, the certificates, every component's new settings —
+// then the commits, none of which can fail. A refused reload changes nothing.
 func (a *app) apply(cfg config.Config) error {
 	if err := sameListeners(a.cfg, cfg); err != nil {
 		return err
@@ -208,17 +211,20 @@ func (a *app) apply(cfg config.Config) error {
 	}
 	commitTURN, err := a.turn.PrepareReload(turnSettings(cfg.TURN))
 	if err != nil {
-		return err
+		return fmt.Errorf("turn: %w", err)
 	}
 	commitHub, err := a.hub.PrepareReload(hubSettings(cfg.Signal, certs))
 	if err != nil {
 		return fmt.Errorf("signal: %w", err)
 	}
+	secrets := a.secrets(cfg)
+	if len(secrets) == 0 {
+		return auth.ErrNoSecret
+	}
+	// Nothing below can fail.
 	commitTURN()
 	commitHub()
-	if err := a.ring.Set(a.secrets(cfg)); err != nil {
-		return err
-	}
+	_ = a.ring.Set(secrets)
 	a.tlsMgr.swap(certs)
 	a.level.Set(parseLevel(cfg.Log.Level))
 	applyGC(cfg.Server, a.log)

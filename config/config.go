@@ -4,6 +4,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/redis/go-redis/v9"
 )
 
 // ErrInvalid is wrapped by every error Load and Parse return for a bad file.
@@ -354,8 +356,14 @@ func (c *Config) validate(data []byte) error {
 	if c.Signal.PingInterval.Duration < 100*time.Millisecond {
 		return bad("signal.ping_interval", "must be 100ms or more")
 	}
-	if c.Signal.MaxConnsPerIP < 0 || c.Signal.MessagesPerSecond < 0 || c.Signal.MessageBurst < 0 {
-		return bad("signal.messages_per_second", "limits must not be negative")
+	if c.Signal.MaxConnsPerIP < 0 {
+		return bad("signal.max_conns_per_ip", "must not be negative")
+	}
+	if c.Signal.MessagesPerSecond < 0 {
+		return bad("signal.messages_per_second", "must not be negative")
+	}
+	if c.Signal.MessageBurst < 0 {
+		return bad("signal.message_burst", "must not be negative")
 	}
 	if c.Signal.ResumeWindow.Duration < 0 || c.Signal.ResumeWindow.Duration > time.Hour {
 		return bad("signal.resume_window", "must be between 0s (off) and 1h")
@@ -379,8 +387,22 @@ func (c *Config) validate(data []byte) error {
 	if c.Signal.ReadTimeout.Duration < time.Second {
 		return bad("signal.read_timeout", "must be 1s or more")
 	}
-	if (c.Signal.TLSCert == "") != (c.Signal.TLSKey == "") {
-		return bad("signal.tls_cert", "tls_cert and tls_key go together")
+	// Start-up loads the certificates; so does -check, so a file it accepts starts.
+	for _, kp := range []struct{ table, cert, pkey string }{
+		{"turn", c.TURN.TLSCert, c.TURN.TLSKey},
+		{"signal", c.Signal.TLSCert, c.Signal.TLSKey},
+	} {
+		switch {
+		case kp.cert == "" && kp.pkey == "":
+			continue
+		case kp.cert == "":
+			return bad(kp.table+".tls_key", "needs %s.tls_cert too", kp.table)
+		case kp.pkey == "":
+			return bad(kp.table+".tls_cert", "needs %s.tls_key too", kp.table)
+		}
+		if _, err := tls.LoadX509KeyPair(kp.cert, kp.pkey); err != nil {
+			return bad(kp.table+".tls_cert", "cannot load the certificate and key: %v", err)
+		}
 	}
 	for _, u := range c.Signal.ICEURLs {
 		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
@@ -392,8 +414,14 @@ func (c *Config) validate(data []byte) error {
 			return bad("admin.listen", "%v", err)
 		}
 	}
-	if u := c.Cluster.RedisURL; u != "" && !strings.HasPrefix(u, "redis://") && !strings.HasPrefix(u, "rediss://") {
-		return bad("cluster.redis_url", "must start with redis:// or rediss://")
+	if u := c.Cluster.RedisURL; u != "" {
+		if !strings.HasPrefix(u, "redis://") && !strings.HasPrefix(u, "rediss://") {
+			return bad("cluster.redis_url", "must start with redis:// or rediss://")
+		}
+		// The client library's own parser: what it refuses at start-up is refused here.
+		if _, err := redis.ParseURL(u); err != nil {
+			return bad("cluster.redis_url", "%v", err)
+		}
 	}
 	if c.Cluster.MemberTTL.Duration < time.Second {
 		return bad("cluster.member_ttl", "must be 1s or more")
@@ -404,11 +432,21 @@ func (c *Config) validate(data []byte) error {
 	return nil
 }
 
-// isOrigin reports whether o is a web origin: http(s)://host[:port], nothing more.
-func isOrigin(o string) bool {
+// NormOrigin returns a web origin (http(s)://host[:port], nothing more) in the form browsers
+// send it, lowercased; ok is false for anything else. The hub compares origins with it, so
+// what validation accepts is exactly what the hub can use.
+func NormOrigin(o string) (origin string, ok bool) {
 	u, err := url.Parse(strings.TrimSpace(o))
-	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != "" && u.User == nil &&
-		(u.Path == "" || u.Path == "/") && u.RawQuery == "" && u.Fragment == ""
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
+		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", false
+	}
+	return strings.ToLower(u.Scheme + "://" + u.Host), true
+}
+
+func isOrigin(o string) bool {
+	_, ok := NormOrigin(o)
+	return ok
 }
 
 func checkHostPort(s string) error {

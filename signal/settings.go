@@ -3,8 +3,8 @@ package signal
 import (
 	"errors"
 	"fmt"
+	"icehub/config"
 	"net"
-	"net/url"
 	"strings"
 	"time"
 
@@ -182,11 +182,4 @@ func canonHost(h string) string {
 
 // normOrigin normalizes an origin to lower-case "scheme://host[:port]"; ok is false for
 // anything that is not one (a path, a user, another scheme, "null").
-func normOrigin(o string) (string, bool) {
-	u, err := url.Parse(strings.TrimSpace(o))
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil ||
-		(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return "", false
-	}
-	return strings.ToLower(u.Scheme + "://" + u.Host), true
-}
+func normOrigin(o string) (string, bool) { return config.NormOrigin(o) }
