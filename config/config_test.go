@@ -134,3 +134,11 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// A missing file is still recognisable as one through the error Load returns.
+func TestLoadKeepsTheCause(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "missing.toml"))
+	if !errors.Is(err, ErrInvalid) || !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Load of a missing file: %v; want both ErrInvalid and os.ErrNotExist", err)
+	}
+}
