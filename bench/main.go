@@ -32,6 +32,8 @@ modes:
              report RSS, goroutines and open fds at start and end (must return to baseline)
   compare    build icehub, run it and coturn (and the socket.io baseline) alternately on
              identical loads, print a markdown table of ratios
+  flood      spoofed floods from the clients' own address against icehub and coturn: do
+             fresh clients still set up and relay, and how many bytes go back (issue 11)
   xdp        the XDP offload (issue 16) in network namespaces: coturn, pion and pion with
              the offload (and icehub with -servers) alternately; machine CPU per relayed
              packet and the highest clean echo rate (root)
@@ -69,6 +71,8 @@ func main() {
 		err = cmdSoak(args)
 	case "xdp":
 		err = cmdXDP(args)
+	case "flood":
+		err = cmdFlood(args)
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
 	default:

@@ -36,8 +36,15 @@ type admission struct {
 // replier sends a response on the transport the request came in on, as it is: admission's
 // own answers bypass the outgoing rewrite.
 type replier interface {
+	// scratch returns an empty buffer (capacity ≥ answerMax) to build an answer in; it is
+	// valid until reply.
+	scratch() []byte
 	reply(b []byte, to net.Addr)
 }
+
+// answerMax bounds what admission builds itself: a challenge with a realm of up to 128
+// bytes, an authenticated refusal, a 420.
+const answerMax = 256
 
 // authNotifier is a replier that wants to know when one of its requests authenticated.
 type authNotifier interface {
@@ -103,7 +110,7 @@ func (a *admission) admit(b []byte, src net.Addr, r replier) ([]byte, bool) {
 	if code, refuse := a.refusal(msg, h.Method(), info, src); refuse {
 		if resp, err := stun.Build(stun.NewTransactionIDSetter(msg.TransactionID),
 			stun.NewType(msg.Type.Method, stun.ClassErrorResponse), code,
-			stun.MessageIntegrity(key), stun.Fingerprint); err == nil {
+			stun.MessageIntegrity(key), stun.Fingerprint); err == nil && len(resp.Raw) <= answerMax {
 			r.reply(resp.Raw, src)
 		}
 		return nil, false
@@ -131,7 +138,7 @@ func (a *admission) admit(b []byte, src net.Addr, r replier) ([]byte, bool) {
 func (a *admission) binding(b []byte, h stunwire.Header, info stunwire.Summary, src net.Addr, ip netip.Addr, now time.Time, r replier) ([]byte, bool) {
 	if info.UnknownRequired {
 		resp, err := unknownAttributes(b, h)
-		if err == nil && a.credit.Spend(addrPortOf(src), now, len(b), len(resp)) {
+		if err == nil && len(resp) <= answerMax && a.credit.Spend(addrPortOf(src), now, len(b), len(resp)) {
 			r.reply(resp, src)
 		}
 		return nil, false
@@ -153,20 +160,18 @@ func bindingAnswerLen(ip netip.Addr) int {
 }
 
 // challenge answers a request that did not authenticate with 401 or 438, a nonce for the
-// source's address and the realm, within the source's credit.
+// source's address and the realm, within the source's credit. Under a spoofed flood this is
+// what most of the flood gets, so it is built by hand, without allocating.
 func (a *admission) challenge(req []byte, src net.Addr, ip netip.Addr, now time.Time, r replier, code stun.ErrorCode) {
-	h, _ := stunwire.ParseHeader(req)
-	resp, err := stun.Build(stun.NewTransactionIDSetter(stunwire.TransactionID(req)),
-		stun.NewType(stun.Method(h.Method()), stun.ClassErrorResponse), code,
-		stun.NewNonce(a.s.nonces.mint(ip, now)), stun.NewRealm(a.s.realm))
-	if err != nil {
-		return
+	reason := stunwire.ReasonUnauthorized
+	if code == stun.CodeStaleNonce {
+		reason = stunwire.ReasonStaleNonce
 	}
-	if !a.credit.Spend(addrPortOf(src), now, len(req), len(resp.Raw)) {
+	if !a.credit.Spend(addrPortOf(src), now, len(req), a.s.challengeLen) {
 		a.s.m.unauthDrop.Inc()
 		return
 	}
-	r.reply(resp.Raw, src)
+	r.reply(stunwire.AppendChallenge(r.scratch(), req, int(code), reason, a.s.nonces.mint(ip, now), a.s.realm), src)
 }
 
 // outgoing rewrites what pion sends a client before it leaves: a 401 or 438 gets a nonce

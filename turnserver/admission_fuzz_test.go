@@ -16,6 +16,8 @@ import (
 // recordReplies is a replier that keeps what admission answered.
 type recordReplies struct{ n, max int }
 
+func (r *recordReplies) scratch() []byte { return make([]byte, 0, answerMax) }
+
 func (r *recordReplies) reply(b []byte, _ net.Addr) {
 	r.n++
 	r.max = max(r.max, len(b))

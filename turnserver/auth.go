@@ -27,9 +27,10 @@ func (s *Server) authHandler(ra *turn.RequestAttributes) (string, []byte, bool) 
 const handoffTTL = 5 * time.Second
 
 // keyHandoff carries the MESSAGE-INTEGRITY key admission verified to pion's AuthHandler for
-// the same transport, source and username: pion calls the handler right after admission
-// passed it the request, on the same goroutine. It lets any configured secret verify
-// although pion's AuthHandler can return only one key.
+// the same transport, source and username. It lets any configured secret verify although
+// pion's AuthHandler can return only one key. Several verified requests of one client can
+// wait in the UDP loop's queue for pion at once, so each put is counted and each take
+// consumes one.
 type keyHandoff struct {
 	mu sync.Mutex
 	m  map[string]handedKey
@@ -39,6 +40,7 @@ type handedKey struct {
 	user    string
 	key     []byte
 	expires time.Time
+	n       int // verified requests not yet taken
 }
 
 func newKeyHandoff() *keyHandoff { return &keyHandoff{m: make(map[string]handedKey)} }
@@ -63,18 +65,28 @@ func (h *keyHandoff) put(id string, k handedKey) {
 			clear(h.m)
 		}
 	}
+	if old, ok := h.m[id]; ok && old.user == k.user && string(old.key) == string(k.key) {
+		k.n = old.n
+	}
+	k.n++
 	h.m[id] = k
 }
 
-// take returns and forgets the key for id; one verification serves one request.
+// take returns the key for id and spends one verification: one verification serves one
+// request.
 func (h *keyHandoff) take(id string, now time.Time) (handedKey, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	k, ok := h.m[id]
-	if ok {
-		delete(h.m, id)
+	if !ok {
+		return handedKey{}, false
 	}
-	if !ok || now.After(k.expires) {
+	if k.n--; k.n <= 0 {
+		delete(h.m, id)
+	} else {
+		h.m[id] = k
+	}
+	if now.After(k.expires) {
 		return handedKey{}, false
 	}
 	return k, true

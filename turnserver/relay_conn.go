@@ -3,8 +3,8 @@ package turnserver
 import (
 	"errors"
 	"net"
-	"os"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"time"
 )

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,9 +173,8 @@ func New(cfg Config) (*Server, error) {
 // challengeLen is the size of the 401 (or 438) admission and pion answer with: the error
 // code with its reason phrase, a minted nonce and the realm.
 func challengeLen(realm string) int {
-	pad := func(n int) int { return (n + 3) &^ 3 }
-	nonce := base64.RawURLEncoding.EncodedLen(4 + nonceMACLen)
-	return stunwire.HeaderLen + 4 + pad(4+len("Unauthorized")) + 4 + pad(nonce) + 4 + pad(len(realm))
+	nonce := strings.Repeat("n", base64.RawURLEncoding.EncodedLen(4+nonceMACLen))
+	return stunwire.ChallengeLen(stunwire.ReasonUnauthorized, nonce, realm)
 }
 
 // cmp is v, or def when v is zero.

@@ -32,6 +32,9 @@ type loopListener struct {
 	done    chan struct{}   // closed by Close
 	once    sync.Once
 
+	// out is the round's batch while admission runs in Listener (scratch and reply use it).
+	out *udploop.Out
+
 	// Counted on the loop goroutine and added to the shared metrics once per round.
 	bindings, unanswered, toPeer, toPeerBytes, toClient, toClientBytes uint64
 	now                                                                time.Time // of this round, read once
@@ -66,14 +69,23 @@ func newLoopListener(pc *net.UDPConn, adm *admission) (*loopListener, error) {
 	return l, nil
 }
 
-// Listener implements udploop.Handler for client datagrams.
+// Listener implements udploop.Handler for client datagrams: ChannelData on a known channel
+// and plain Bindings are served here; everything else passes admission here too — so a flood
+// of requests is answered (or dropped) in the loop's batches without a copy or a hand-off —
+// and what admission lets through is queued for pion.
 func (l *loopListener) Listener(pkt []byte, src netip.AddrPort, out *udploop.Out) {
 	if stunwire.IsChannelData(pkt) {
 		if l.relayChannelData(pkt, src) {
 			return
 		}
-	} else if h, ok := stunwire.ParseHeader(pkt); ok && h.Type == stunwire.MessageType(stunwire.MethodBinding, stunwire.ClassRequest) &&
-		stunwire.PlainBinding(pkt, h) {
+		queueForPion(l.toPion, pkt, src) // pion looks the channel up; nothing to admit
+		return
+	}
+	h, ok := stunwire.ParseHeader(pkt)
+	if !ok {
+		return
+	}
+	if h.Type == stunwire.MessageType(stunwire.MethodBinding, stunwire.ClassRequest) && stunwire.PlainBinding(pkt, h) {
 		// An unauthenticated answer: within the source's credit, like admission's.
 		if l.adm.credit.Spend(src, l.roundTime(), len(pkt), bindingAnswerLen(src.Addr())) {
 			l.bindings++
@@ -83,7 +95,12 @@ func (l *loopListener) Listener(pkt []byte, src netip.AddrPort, out *udploop.Out
 		}
 		return
 	}
-	queueForPion(l.toPion, pkt, src)
+	l.out = out
+	admitted, ok := l.adm.admit(pkt, net.UDPAddrFromAddrPort(src), l)
+	l.out = nil
+	if ok {
+		queueForPion(l.toPion, admitted, src)
+	}
 }
 
 // relayChannelData sends a client's ChannelData out of its relay when the allocation and
@@ -154,14 +171,13 @@ func queueForPion(q chan pionPacket, b []byte, src netip.AddrPort) {
 	}
 }
 
-// ReadFrom is pion's read loop: the datagrams the loop did not handle, after admission.
+// ReadFrom is pion's read loop: the datagrams the loop admitted but did not handle.
 func (l *loopListener) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		select {
 		case pkt := <-l.toPion:
-			addr := net.UDPAddrFromAddrPort(pkt.src)
-			if out, ok := l.adm.admit(pkt.b, addr, l); ok && len(out) < len(b) {
-				return copy(b, out), addr, nil
+			if len(pkt.b) < len(b) {
+				return copy(b, pkt.b), net.UDPAddrFromAddrPort(pkt.src), nil
 			}
 		case <-l.done:
 			return 0, nil, net.ErrClosed
@@ -185,7 +201,28 @@ func (l *loopListener) send(b []byte, addr net.Addr) error {
 	return l.sock.Send(b, u.AddrPort())
 }
 
-func (l *loopListener) reply(b []byte, to net.Addr) { _ = l.send(b, to) }
+// scratch and reply serve admission when it runs in Listener: answers join the round's
+// batch. Outside Listener (never, today) they fall back to a plain send.
+func (l *loopListener) scratch() []byte {
+	if l.out != nil {
+		return l.out.ReplyBuf()
+	}
+	return make([]byte, 0, answerMax)
+}
+
+func (l *loopListener) reply(b []byte, to net.Addr) {
+	u, ok := to.(*net.UDPAddr)
+	if !ok {
+		return
+	}
+	if l.out == nil || len(b) > udploop.ReplyMax {
+		_ = l.sock.Send(b, u.AddrPort())
+		return
+	}
+	rb := l.out.ReplyBuf()[:len(b)]
+	copy(rb, b) // b may be rb itself, built in scratch
+	l.out.Send(rb, u.AddrPort())
+}
 
 func (l *loopListener) LocalAddr() net.Addr { return l.local }
 

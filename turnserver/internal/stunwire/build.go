@@ -78,3 +78,46 @@ func PutChannelHeader(p []byte, num uint16, n int) int {
 	}
 	return frame
 }
+
+// Reason phrases of the challenges (RFC 8489 section 14.8).
+const (
+	ReasonUnauthorized = "Unauthorized"
+	ReasonStaleNonce   = "Stale Nonce"
+)
+
+// AppendChallenge writes the error response to request req (whose header ParseHeader
+// accepted) that asks for credentials: ERROR-CODE code with reason, NONCE and REALM, as a 401
+// or 438 must carry (RFC 8489 section 9.2.5), and returns it. It allocates nothing when out
+// has room (ChallengeLen).
+func AppendChallenge(out, req []byte, code int, reason, nonce, realm string) []byte {
+	h, _ := ParseHeader(req)
+	start := len(out)
+	out = append(out, make([]byte, HeaderLen)...)
+	hdr := out[start:]
+	binary.BigEndian.PutUint16(hdr[0:2], MessageType(h.Method(), ClassError))
+	copy(hdr[4:20], req[4:20]) // magic cookie and transaction ID
+	out = appendAttr(out, uint16(stun.AttrErrorCode), 4+len(reason), func(v []byte) {
+		v[2], v[3] = byte(code/100), byte(code%100)
+		copy(v[4:], reason)
+	})
+	out = appendAttr(out, AttrNonce, len(nonce), func(v []byte) { copy(v, nonce) })
+	out = appendAttr(out, AttrRealm, len(realm), func(v []byte) { copy(v, realm) })
+	binary.BigEndian.PutUint16(out[start+2:start+4], uint16(len(out)-start-HeaderLen))
+	return out
+}
+
+// ChallengeLen is the size AppendChallenge writes.
+func ChallengeLen(reason, nonce, realm string) int {
+	pad := func(n int) int { return (n + 3) &^ 3 }
+	return HeaderLen + 4 + pad(4+len(reason)) + 4 + pad(len(nonce)) + 4 + pad(len(realm))
+}
+
+// appendAttr appends a TLV of n value bytes, filled by fill, zero-padded to 4 bytes.
+func appendAttr(out []byte, typ uint16, n int, fill func(v []byte)) []byte {
+	at := len(out)
+	out = append(out, make([]byte, 4+(n+3)&^3)...)
+	binary.BigEndian.PutUint16(out[at:at+2], typ)
+	binary.BigEndian.PutUint16(out[at+2:at+4], uint16(n))
+	fill(out[at+4 : at+4+n])
+	return out
+}

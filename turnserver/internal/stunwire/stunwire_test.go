@@ -173,3 +173,33 @@ func FuzzLooksLikeSTUN(f *testing.F) {
 		_ = m.Decode() // must not panic on anything the router accepts
 	})
 }
+
+func TestChallengeMatchesPion(t *testing.T) {
+	req := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest))
+	for _, c := range []struct {
+		code   int
+		reason string
+	}{{401, ReasonUnauthorized}, {438, ReasonStaleNonce}} {
+		out := AppendChallenge(make([]byte, 0, 128), req.Raw, c.code, c.reason, "bm9uY2U", "icehub")
+		if len(out) != ChallengeLen(c.reason, "bm9uY2U", "icehub") {
+			t.Fatalf("%d: %d bytes, ChallengeLen says %d", c.code, len(out), ChallengeLen(c.reason, "bm9uY2U", "icehub"))
+		}
+		m := &stun.Message{Raw: out}
+		if err := m.Decode(); err != nil {
+			t.Fatal(err)
+		}
+		var ec stun.ErrorCodeAttribute
+		var nonce stun.Nonce
+		var realm stun.Realm
+		if m.Type != stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse) || m.TransactionID != req.TransactionID ||
+			ec.GetFrom(m) != nil || int(ec.Code) != c.code || string(ec.Reason) != c.reason ||
+			nonce.GetFrom(m) != nil || nonce.String() != "bm9uY2U" || realm.GetFrom(m) != nil || realm.String() != "icehub" {
+			t.Fatalf("%d: decoded %v %v %q %q", c.code, m, ec, nonce, realm)
+		}
+	}
+	// Nothing allocated with room in the buffer.
+	buf := make([]byte, 0, 128)
+	if n := testing.AllocsPerRun(100, func() { AppendChallenge(buf, req.Raw, 438, ReasonStaleNonce, "bm9uY2U", "icehub") }); n != 0 {
+		t.Fatalf("%v allocations per challenge", n)
+	}
+}

@@ -76,7 +76,7 @@ type Loop struct {
 }
 
 // ReplyMax is the capacity of the buffer Out.ReplyBuf returns.
-const ReplyMax = 64
+const ReplyMax = 256
 
 // New starts a loop on listener (a Socket from Listen or TakeConn); h handles the datagrams.
 func New(listener *Socket, h Handler) (*Loop, error) {
