@@ -188,7 +188,7 @@ func (c *streamConn) isBindSuccess(b []byte) bool {
 	return c.bindPending && stunwire.TransactionID(b) == c.bindTxID
 }
 
-func (c *streamConn) scratch() []byte              { return make([]byte, 0, answerMax) }
+func (c *streamConn) scratch() []byte            { return make([]byte, 0, answerMax) }
 func (c *streamConn) reply(b []byte, _ net.Addr) { _, _ = c.Conn.Write(b) }
 
 // Close closes the connection once and gives its place in the per-IP count back.

@@ -68,7 +68,7 @@ func (p *plainListener) WriteTo(b []byte, to net.Addr) (int, error) {
 	return len(b), nil
 }
 
-func (p *plainListener) scratch() []byte              { return make([]byte, 0, answerMax) }
+func (p *plainListener) scratch() []byte             { return make([]byte, 0, answerMax) }
 func (p *plainListener) reply(b []byte, to net.Addr) { _, _ = p.PacketConn.WriteTo(b, to) }
 
 func (p *plainListener) openRelay(network string, rec *relayRecord) (net.PacketConn, bool, error) {
