@@ -68,6 +68,11 @@ type TURN struct {
 	AnswerRefill          int       `toml:"answer_refill"`
 	IntegrityRate         float64   `toml:"integrity_rate"`
 	IntegrityBurst        int       `toml:"integrity_burst"`
+	// Offload relays ChannelData of UDP clients in the kernel: "off" or "xdp".
+	Offload string `toml:"offload"`
+	// OffloadInterfaces are the interfaces the XDP program attaches to; empty: the ones
+	// that carry the listen and relay addresses.
+	OffloadInterfaces []string `toml:"offload_interfaces"`
 }
 
 // Auth configures the TURN REST credential secrets.
@@ -140,6 +145,8 @@ func Default() Config {
 			AnswerRefill:          512,
 			IntegrityRate:         1000,
 			IntegrityBurst:        2000,
+			Offload:               "off",
+			OffloadInterfaces:     []string{},
 		},
 		Auth: Auth{Secrets: []string{}, TTL: Duration{12 * time.Hour}},
 		Signal: Signal{
@@ -327,6 +334,9 @@ func (c *Config) validate(data []byte) error {
 	}
 	if c.TURN.IntegrityRate > 0 && c.TURN.IntegrityBurst < 1 {
 		return bad("turn.integrity_burst", "must be 1 or more when turn.integrity_rate is set")
+	}
+	if err := c.TURN.validateOffload(data); err != nil {
+		return err
 	}
 	if c.Auth.TTL.Duration <= 0 {
 		return bad("auth.ttl", "must be above zero, got %s", c.Auth.TTL.Duration)
