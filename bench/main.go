@@ -32,9 +32,9 @@ modes:
              report RSS, goroutines and open fds at start and end (must return to baseline)
   compare    build icehub, run it and coturn (and the socket.io baseline) alternately on
              identical loads, print a markdown table of ratios
-  xdp        the XDP offload (issue 16) in network namespaces: coturn, pion and pion with
-             the offload (and icehub with -servers) alternately; machine CPU per relayed
-             packet and the highest clean echo rate (root)
+  xdp        the XDP offload (issue 16) in network namespaces: coturn, icehub and icehub
+             with turn.offload = "xdp" alternately; machine CPU per relayed packet and the
+             highest clean echo rate, with the machine's load next to them (root)
 
 go run ./bench <mode> -h lists the mode's flags.
 `
