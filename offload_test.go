@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -216,4 +217,99 @@ func allocateIn(t *testing.T, bed *vethbed.Bed, server netip.AddrPort, cr auth.C
 	}
 	t.Cleanup(func() { conn.Close() })
 	return &relay{client: c, conn: conn}
+}
+
+// TestXDPOffloadPrivileges runs the binary as an unprivileged user in the relay namespace:
+// without capabilities it says in one line why the offload is off and serves anyway; with
+// exactly the three that deploy/icehub-xdp.conf grants (CAP_BPF, CAP_NET_ADMIN,
+// CAP_PERFMON) the offload loads and attaches.
+func TestXDPOffloadPrivileges(t *testing.T) {
+	testenv.Netns(t)
+	setpriv := testenv.Tool(t, "setpriv", "util-linux")
+	bed, err := vethbed.New(vethbed.Options{Prefix: "ihcap-", Clients: 1, Peers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = bed.Close() })
+	// The test binary's directories are root's; nobody needs a readable copy and config.
+	dir, err := os.MkdirTemp("", "icehub-caps-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin, _ := os.ReadFile(binPath)
+	if err := os.WriteFile(dir+"/icehub", bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`[turn]
+listen = "%s:3478"
+relay_ip = "%s"
+offload = "xdp"
+[auth]
+secrets = ["caps-secret-0123"]
+[signal]
+listen = "127.0.0.1:18080"
+[admin]
+listen = "127.0.0.1:19641"
+`, vethbed.RelayClientSide, vethbed.RelayPeerSide)
+	if err := os.WriteFile(dir+"/server.toml", []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(caps string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", bed.Relay, setpriv,
+			"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"+caps, "--ambient-caps=-all"+caps,
+			"--bounding-set=-all"+caps, dir+"/icehub", "-config", dir+"/server.toml")
+		var out syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(15 * time.Second)
+		for !strings.Contains(out.String(), "icehub ready") && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if !strings.Contains(out.String(), "icehub ready") {
+			t.Fatalf("icehub with caps %q did not start:\n%s", caps, out.String())
+		}
+		return out.String()
+	}
+	none := run("")
+	if n := strings.Count(none, "turn xdp offload"); n != 1 || !regexp.MustCompile(`turn xdp offload off; relaying in user space.*needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON`).MatchString(none) {
+		t.Fatalf("without capabilities: want one line naming the capabilities the offload needs:\n%s", none)
+	}
+	// CAP_BPF and CAP_NET_ADMIN load and attach programs, but the verifier accepts this
+	// one's packet pointer arithmetic only with CAP_PERFMON.
+	two := run(",+bpf,+net_admin")
+	if n := strings.Count(two, "turn xdp offload"); n != 1 || !regexp.MustCompile(`turn xdp offload off; .*without CAP_PERFMON`).MatchString(two) {
+		t.Fatalf("with CAP_BPF and CAP_NET_ADMIN only: want one line naming CAP_PERFMON:\n%s", two)
+	}
+	if got := run(",+bpf,+net_admin,+perfmon"); !strings.Contains(got, "turn xdp offload on") {
+		t.Fatalf("with the drop-in's capabilities the offload did not load:\n%s", got)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

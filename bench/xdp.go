@@ -49,7 +49,7 @@ func cmdXDP(args []string) error {
 	coturnBin := fs.String("coturn", "turnserver", "coturn's turnserver")
 	sessions := fs.Int("sessions", 100, "TURN sessions, from 198.51.100.2 on (at most 200 addresses, then reused)")
 	size := fs.Int("size", 160, "echo payload bytes")
-	steps := fs.String("steps", "20k,40k,60k,80k,100k,120k,150k,200k", "echo rates to step through until the first with loss over -max-loss")
+	steps := fs.String("steps", "10k,20k,40k,60k,80k,100k,120k,150k,200k", "echo rates to step through until the first with loss over -max-loss")
 	step := fs.Duration("step", 3*time.Second, "length of each rate step")
 	cpuRate := fs.Int("cpu-rate", 30000, "echo rate for the CPU figure, pps")
 	fixed := fs.Duration("fixed", 5*time.Second, "length of the CPU step")
@@ -353,8 +353,15 @@ func printXDPTable(order []xdpServer, best map[string]*xdpFigures, cpuRate, size
 			rate = "≥ " + rate
 		}
 		ratio := "—"
-		if base != nil && base != f && base.cpuUS > 0 && base.maxRate > 0 {
-			ratio = fmt.Sprintf("%.2f×, %.2f×", f.cpuUS/base.cpuUS, float64(f.maxRate)/float64(base.maxRate))
+		if base != nil && base != f {
+			cpu, rate := "n/a", "n/a"
+			if base.cpuUS > 0 {
+				cpu = fmt.Sprintf("%.2f×", f.cpuUS/base.cpuUS)
+			}
+			if base.maxRate > 0 {
+				rate = fmt.Sprintf("%.2f×", float64(f.maxRate)/float64(base.maxRate))
+			}
+			ratio = cpu + ", " + rate
 		}
 		kernel := "—"
 		if f.offloaded >= 0 {
