@@ -55,6 +55,7 @@ func cmdXDP(args []string) error {
 	fixed := fs.Duration("fixed", 5*time.Second, "length of the CPU step")
 	maxLoss := fs.Float64("max-loss", 0.01, "loss above which a step fails")
 	rounds := fs.Int("rounds", 1, "repeat the alternation; each figure keeps its best round")
+	out := fs.String("out", "", "also write the table, with date, machine and load, to this file (e.g. bench/RESULTS-xdp.md)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -134,8 +135,13 @@ func cmdXDP(args []string) error {
 			}
 		}
 	}
-	printXDPTable(order, best, *cpuRate, *size, *sessions)
-	fmt.Println(load.end())
+	var report strings.Builder
+	printXDPTable(&report, order, best, *cpuRate, *size, *sessions)
+	fmt.Fprintln(&report, load.end())
+	fmt.Print(report.String())
+	if *out != "" {
+		return os.WriteFile(*out, []byte(resultsHeader(os.Args[1:])+report.String()), 0o644)
+	}
 	return nil
 }
 
@@ -341,11 +347,11 @@ func offloadedNote(f *xdpFigures) string {
 	return fmt.Sprintf(" (%.0f %% relayed in the kernel)", 100*f.offloaded)
 }
 
-func printXDPTable(order []xdpServer, best map[string]*xdpFigures, cpuRate, size, sessions int) {
+func printXDPTable(w io.Writer, order []xdpServer, best map[string]*xdpFigures, cpuRate, size, sessions int) {
 	base := best["coturn"]
-	fmt.Printf("\n### TURN relay in network namespaces (veth), %d sessions, %d-byte payload\n\n", sessions, size)
-	fmt.Printf("| server | machine CPU per relayed packet @ %d echo/s | server process CPU | softirq (machine) | highest echo rate ≤ 1 %% loss | vs coturn (CPU, rate) | relayed in the kernel |\n", cpuRate)
-	fmt.Println("| --- | --- | --- | --- | --- | --- | --- |")
+	fmt.Fprintf(w, "\n### TURN relay in network namespaces (veth), %d sessions, %d-byte payload\n\n", sessions, size)
+	fmt.Fprintf(w, "| server | machine CPU per relayed packet @ %d echo/s | server process CPU | softirq (machine) | highest echo rate ≤ 1 %% loss | vs coturn (CPU, rate) | relayed in the kernel |\n", cpuRate)
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
 	for _, s := range order {
 		f := best[s.name]
 		rate := strconv.Itoa(f.maxRate)
@@ -367,7 +373,7 @@ func printXDPTable(order []xdpServer, best map[string]*xdpFigures, cpuRate, size
 		if f.offloaded >= 0 {
 			kernel = fmt.Sprintf("%.0f %%", 100*f.offloaded)
 		}
-		fmt.Printf("| %s | %.2f µs | %.2f µs | %.2f µs | %s | %s | %s |\n", s.name, f.cpuUS, f.procUS, f.softirqUS, rate, ratio, kernel)
+		fmt.Fprintf(w, "| %s | %.2f µs | %.2f µs | %.2f µs | %s | %s | %s |\n", s.name, f.cpuUS, f.procUS, f.softirqUS, rate, ratio, kernel)
 	}
-	fmt.Println("\nGoals (issue 16): machine CPU ≤ 0.6× coturn's, echo rate ≥ 1.5× coturn's.")
+	fmt.Fprintln(w, "\nGoals (issue 16): machine CPU ≤ 0.6× coturn's, echo rate ≥ 1.5× coturn's.")
 }
