@@ -35,6 +35,12 @@ import (
 // Each pass costs one map lookup per offloaded allocation.
 const offloadSyncEvery = 2 * time.Second
 
+// offloadChannelsPerAlloc bounds the channels one allocation holds in the kernel: the
+// kernel's table is shared (xdprelay.Config.MaxBindings), and one client binding thousands
+// of channels must not take it from everyone else. WebRTC uses a few per allocation; the
+// rest stay in user space, which relays them as before.
+const offloadChannelsPerAlloc = 64
+
 // offloader is the server's handle on the offload; nil when it is off. Its methods are
 // safe on a nil receiver, so the event handlers call them unconditionally.
 type offloader struct {
@@ -43,23 +49,28 @@ type offloader struct {
 
 	// mu orders channel, permission, reload and deletion events against each other, so a
 	// reload's re-check cannot miss a binding installed under the old filter.
-	mu     sync.Mutex
-	allocs map[*relayRecord]*offAlloc
-	nextID xdprelay.AllocID
-	total  uint64 // what of off.Total() the offloaded metric has
-	closed bool
+	mu          sync.Mutex
+	allocs      map[*relayRecord]*offAlloc
+	ids         map[xdprelay.AllocID]bool // in use by allocs
+	nextID      xdprelay.AllocID
+	maxChannels int
+	total       uint64 // what of off.Total() the offloaded metric has
+	closed      bool
 
 	warned     atomic.Bool // a failed Bind was logged at warn level once
 	stop, done chan struct{}
 }
 
 // offAlloc is what the offloader knows of one offloadable allocation: its addresses, pion's
-// channels and permissions, and the part of its kernel counters already accounted.
+// channels and permissions, the channels installed in the kernel, and the part of its kernel
+// counters already accounted.
 type offAlloc struct {
 	id                    xdprelay.AllocID
 	client, listen, relay netip.AddrPort
 	channels              map[uint16]netip.AddrPort
+	byIP                  map[netip.Addr]map[uint16]bool // channels by peer IP, for permission events
 	perms                 map[netip.Addr]bool
+	bound                 map[uint16]bool
 	seen                  xdprelay.Counters
 }
 
@@ -82,8 +93,9 @@ func openOffload(s *Server, cfg Config) *offloader {
 		s.log.Warn("turn xdp offload off; relaying in user space", "err", err.Error())
 		return nil
 	}
-	o := &offloader{s: s, off: off, allocs: map[*relayRecord]*offAlloc{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+	o := &offloader{s: s, off: off, allocs: map[*relayRecord]*offAlloc{}, ids: map[xdprelay.AllocID]bool{},
+		maxChannels: cmp(cfg.offloadChannels, offloadChannelsPerAlloc),
+		stop:        make(chan struct{}), done: make(chan struct{})}
 	go o.syncLoop(cmp(cfg.offloadSync, offloadSyncEvery))
 	s.log.Info("turn xdp offload on", "interfaces", ifaces, "modes", off.Modes())
 	return o
@@ -125,21 +137,16 @@ func (o *offloader) allocFor(rec *relayRecord, client, listen net.Addr) *offAllo
 	if !concrete(l) || !concrete(r) || !concrete(c) || c.Addr().Is4() != r.Addr().Is4() {
 		return nil
 	}
-	for o.nextID++; o.nextID == 0 || o.inUse(o.nextID); o.nextID++ {
+	o.nextID++
+	for o.nextID == 0 || o.ids[o.nextID] { // after 2³² allocations the numbers wrap
+		o.nextID++
 	}
 	a := &offAlloc{id: o.nextID, client: c, listen: l, relay: r,
-		channels: map[uint16]netip.AddrPort{}, perms: map[netip.Addr]bool{}}
+		channels: map[uint16]netip.AddrPort{}, byIP: map[netip.Addr]map[uint16]bool{},
+		perms: map[netip.Addr]bool{}, bound: map[uint16]bool{}}
 	o.allocs[rec] = a
+	o.ids[a.id] = true
 	return a
-}
-
-func (o *offloader) inUse(id xdprelay.AllocID) bool {
-	for _, a := range o.allocs {
-		if a.id == id {
-			return true
-		}
-	}
-	return false
 }
 
 func concrete(ap netip.AddrPort) bool {
@@ -160,8 +167,16 @@ func (o *offloader) reconcileLocked(a *offAlloc, num uint16) {
 	} else {
 		ok = false
 	}
-	if !ok {
-		_ = o.off.Unbind(a.binding(num)) // one never installed is ignored
+	switch {
+	case !ok && a.bound[num]:
+		_ = o.off.Unbind(a.binding(num))
+		delete(a.bound, num)
+		return
+	case !ok || a.bound[num]:
+		return
+	case len(a.bound) >= o.maxChannels:
+		o.s.log.Debug("turn xdp offload: channel relayed in user space: the allocation has its share of the kernel's table",
+			"client", a.client.String(), "channels", len(a.bound))
 		return
 	}
 	if err := o.off.Bind(a.binding(num)); err != nil {
@@ -172,7 +187,9 @@ func (o *offloader) reconcileLocked(a *offAlloc, num uint16) {
 		} else {
 			o.s.log.Debug("turn xdp offload: channel relayed in user space", "err", err.Error())
 		}
+		return
 	}
+	a.bound[num] = true
 }
 
 // channel follows pion's channel events (after the ChannelBind passed authentication,
@@ -196,12 +213,23 @@ func (o *offloader) channel(relay, client, listen, peer net.Addr, num uint16, bo
 		return
 	}
 	if bound {
-		a.channels[num] = addrPortOf(peer)
+		p := addrPortOf(peer)
+		a.channels[num] = p
+		if a.byIP[p.Addr()] == nil {
+			a.byIP[p.Addr()] = map[uint16]bool{}
+		}
+		a.byIP[p.Addr()][num] = true
 		o.reconcileLocked(a, num)
 		return
 	}
-	if _, ok := a.channels[num]; ok {
+	if a.bound[num] {
 		_ = o.off.Unbind(a.binding(num))
+		delete(a.bound, num)
+	}
+	if p, ok := a.channels[num]; ok {
+		if delete(a.byIP[p.Addr()], num); len(a.byIP[p.Addr()]) == 0 {
+			delete(a.byIP, p.Addr())
+		}
 		delete(a.channels, num)
 	}
 }
@@ -232,10 +260,10 @@ func (o *offloader) permission(relay, client, listen net.Addr, peer net.IP, crea
 	} else {
 		delete(a.perms, ip)
 	}
-	for num, p := range a.channels {
-		if p.Addr() == ip {
-			o.reconcileLocked(a, num)
-		}
+	// Only this IP's channels: a client with thousands of channels to as many peers must
+	// not make each permission event cost thousands of steps under o.mu.
+	for num := range a.byIP[ip] {
+		o.reconcileLocked(a, num)
 	}
 }
 
@@ -251,17 +279,12 @@ func (o *offloader) reconcile() {
 	if o.closed {
 		return
 	}
+	// Every binding the kernel holds was installed here (reconcileLocked), so going through
+	// the allocations' channels re-checks each of them (what off.Bindings() would list), and
+	// also finds the ones the new filter allows again.
 	for _, a := range o.allocs {
 		for num := range a.channels {
 			o.reconcileLocked(a, num)
-		}
-	}
-	// Belt and braces: nothing the kernel holds may outlive the filter, whatever path
-	// installed it.
-	f := o.s.policy.Load().filter
-	for _, b := range o.off.Bindings() {
-		if !f.Allowed(b.Peer.Addr()) {
-			_ = o.off.Unbind(b)
 		}
 	}
 }
@@ -279,6 +302,7 @@ func (o *offloader) allocationDeleted(rec *relayRecord) {
 		return
 	}
 	delete(o.allocs, rec)
+	delete(o.ids, a.id)
 	final, err := o.off.RemoveAllocation(a.id)
 	if err != nil {
 		o.s.log.Debug("turn xdp offload: remove allocation", "err", err.Error())

@@ -32,6 +32,7 @@ func TestOffloadXDP(t *testing.T) {
 	t.Run("reload denying the peer", func(t *testing.T) { offloadReloadDenies(t, bed) })
 	t.Run("refused and own-relay peers", func(t *testing.T) { offloadRefusedPeers(t, bed) })
 	t.Run("odd packets take the socket path", func(t *testing.T) { offloadOddPackets(t, bed) })
+	t.Run("an allocation's share of the kernel", func(t *testing.T) { offloadChannelCap(t, bed) })
 	t.Run("turnutils_uclient", func(t *testing.T) { offloadUclient(t, bed) })
 }
 
@@ -295,6 +296,41 @@ func offloadOddPackets(t *testing.T, bed *vethbed.Bed) {
 	}
 	// The channel is still in the kernel for ordinary packets.
 	b.offloaded(t, relay, peer)
+}
+
+// offloadChannelCap: one client binding more channels than its share gets the rest relayed
+// in user space; the kernel's table stays for everyone else.
+func offloadChannelCap(t *testing.T, bed *vethbed.Bed) {
+	const share = 3
+	b := startBedServer(t, bed, func(c *Config) { c.offloadChannels = share })
+	relay, err := b.client(t, 0, "heidi").Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peers []*net.UDPConn
+	for range share + 2 {
+		peers = append(peers, b.peer(t, 0))
+	}
+	// pion's client binds a channel per peer on its first packets; every peer keeps
+	// receiving, in the kernel or not.
+	for round := range 10 {
+		for i, p := range peers {
+			relayData(t, relay, p, []byte("peer "+strconv.Itoa(i)+" round "+strconv.Itoa(round)))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.srv.offload.mu.Lock()
+	chans := 0
+	for _, a := range b.srv.offload.allocs {
+		chans = len(a.channels)
+	}
+	b.srv.offload.mu.Unlock()
+	if chans != len(peers) {
+		t.Fatalf("pion bound %d channels, want %d: the test proves nothing", chans, len(peers))
+	}
+	if bs := b.bindings(); len(bs) != share {
+		t.Fatalf("the kernel holds %d of the allocation's %d channels, want its share of %d: %v", len(bs), chans, share, bs)
+	}
 }
 
 func offloadUclient(t *testing.T, bed *vethbed.Bed) {

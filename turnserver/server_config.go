@@ -56,8 +56,10 @@ type Config struct {
 
 	// Test knobs (zero: the defaults). channelLifetime and permissionLifetime are pion's
 	// ChannelBindTimeout and PermissionTimeout (10 and 5 minutes); offloadSync is how often
-	// the offload's counters reach the metrics (offloadSyncEvery).
+	// the offload's counters reach the metrics (offloadSyncEvery); offloadChannels bounds
+	// the channels one allocation holds in the kernel (offloadChannelsPerAlloc).
 	channelLifetime, permissionLifetime, offloadSync time.Duration
+	offloadChannels                                  int
 
 	// preAuthIdle overrides how long a TCP/TLS client may take per frame before it has
 	// authenticated (tests shorten it); 0 means preAuthIdle.
