@@ -65,6 +65,7 @@ type offloader struct {
 // channels and permissions, the channels installed in the kernel, and the part of its kernel
 // counters already accounted.
 type offAlloc struct {
+	rec                   *relayRecord
 	id                    xdprelay.AllocID
 	client, listen, relay netip.AddrPort
 	channels              map[uint16]netip.AddrPort
@@ -119,7 +120,9 @@ func offloadAddrs(cfg Config) []netip.Addr {
 // offloadable is where an allocation is kept out of the kernel for what the XDP program
 // cannot enforce. A bitrate cap (turn.max_bitrate, when it exists) is enforced per packet
 // in user space and not in the kernel: an allocation under a cap must return false here,
-// or its channels would bypass the cap.
+// or its channels would bypass the cap. It is asked again for every channel on every
+// reload (reconcile), so a cap a reload introduces takes the allocation's channels out of
+// the kernel.
 func (s *Server) offloadable(rec *relayRecord) bool {
 	return rec.network == "udp"
 }
@@ -141,7 +144,7 @@ func (o *offloader) allocFor(rec *relayRecord, client, listen net.Addr) *offAllo
 	for o.nextID == 0 || o.ids[o.nextID] { // after 2³² allocations the numbers wrap
 		o.nextID++
 	}
-	a := &offAlloc{id: o.nextID, client: c, listen: l, relay: r,
+	a := &offAlloc{rec: rec, id: o.nextID, client: c, listen: l, relay: r,
 		channels: map[uint16]netip.AddrPort{}, byIP: map[netip.Addr]map[uint16]bool{},
 		perms: map[netip.Addr]bool{}, bound: map[uint16]bool{}}
 	o.allocs[rec] = a
@@ -159,10 +162,11 @@ func (a *offAlloc) binding(num uint16) xdprelay.Binding {
 }
 
 // reconcileLocked makes the kernel hold channel num of a exactly when pion has it, has a
-// permission for its peer, and the current peer filter allows the peer.
+// permission for its peer, the current peer filter allows the peer, and the allocation is
+// offloadable (within its share of the kernel's table).
 func (o *offloader) reconcileLocked(a *offAlloc, num uint16) {
 	peer, ok := a.channels[num]
-	if ok && a.perms[peer.Addr()] {
+	if ok && a.perms[peer.Addr()] && o.s.offloadable(a.rec) {
 		ok, _ = o.s.policy.Load().filter.Check(peer.Addr())
 	} else {
 		ok = false
