@@ -34,10 +34,13 @@ func turnConfig(cfg config.Config, hp *hubPort, cs *certs, ring *auth.Ring, log 
 		RelayIP:    optionalIP(t.RelayIP),
 		RelayPorts: turnserver.PortRange{Min: t.RelayPorts.Min, Max: t.RelayPorts.Max},
 		UDPSockets: t.UDPSockets,
-		Ring:       ring,
-		Logger:     log,
-		Registerer: reg,
-		Settings:   turnSettings(t),
+		Offload:    t.Offload,
+		// A copy: the config is kept for the next reload's comparison.
+		OffloadInterfaces: append([]string(nil), t.OffloadInterfaces...),
+		Ring:              ring,
+		Logger:            log,
+		Registerer:        reg,
+		Settings:          turnSettings(t),
 	}, nil
 }
 

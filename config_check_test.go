@@ -39,6 +39,8 @@ var badValues = map[string]string{
 	"turn.answer_refill":            `-1`,
 	"turn.integrity_rate":           `-1.0`,
 	"turn.integrity_burst":          `-1`,
+	"turn.offload":                  `"ebpf"`,
+	"turn.offload_interfaces":       `["eth0/1"]`,
 	"turn.tls_listen":               `["127.0.0.1:0"]`, // without a certificate
 	"turn.tls_cert":                 `"/nonexistent/cert.pem"`,
 	"turn.tls_key":                  `"/nonexistent/key.pem"`, // a key without a certificate

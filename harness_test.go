@@ -85,6 +85,7 @@ type opts struct {
 	env        []string
 	signalPort int
 	wrapper    []string // run the binary under this command, e.g. prlimit
+	config     string   // when set, the whole config file (instead of the loopback base and extra)
 }
 
 func startIcehubOpts(t *testing.T, o opts) *proc {
@@ -102,6 +103,9 @@ signal.listen = "127.0.0.1:%d"
 admin.listen = "127.0.0.1:%d"
 server.shutdown_timeout = "5s"
 `, p.turn, p.signal, p.admin)
+	if o.config != "" {
+		base, extra = o.config, ""
+	}
 	if err := os.WriteFile(p.cfg, []byte(base+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}

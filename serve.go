@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -243,6 +244,8 @@ func sameListeners(old, cur config.Config) error {
 		return errors.New("turn.realm, turn.public_ip or turn.relay_ip changed: restart to apply")
 	case old.TURN.RelayPorts != cur.TURN.RelayPorts || old.TURN.UDPSockets != cur.TURN.UDPSockets:
 		return errors.New("turn.relay_ports or turn.udp_sockets changed: restart to apply")
+	case old.TURN.Offload != cur.TURN.Offload || !slices.Equal(old.TURN.OffloadInterfaces, cur.TURN.OffloadInterfaces):
+		return errors.New("turn.offload or turn.offload_interfaces changed: restart to apply")
 	case (old.TURN.TLSCert == "") != (cur.TURN.TLSCert == "") || (old.Signal.TLSCert == "") != (cur.Signal.TLSCert == ""):
 		return errors.New("TLS turned on or off: restart to apply")
 	case old.Signal.Listen != cur.Signal.Listen:

@@ -34,9 +34,9 @@ modes:
              identical loads, print a markdown table of ratios
   flood      spoofed floods from the clients' own address against icehub and coturn: do
              fresh clients still set up and relay, and how many bytes go back (issue 11)
-  xdp        the XDP offload (issue 16) in network namespaces: coturn, pion and pion with
-             the offload (and icehub with -servers) alternately; machine CPU per relayed
-             packet and the highest clean echo rate (root)
+  xdp        the XDP offload (issue 16) in network namespaces: coturn, icehub and icehub
+             with turn.offload = "xdp" alternately; machine CPU per relayed packet and the
+             highest clean echo rate, with the machine's load next to them (root)
 
 go run ./bench <mode> -h lists the mode's flags.
 `

@@ -4,12 +4,14 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -26,14 +28,14 @@ import (
 // runs. Servers alternate on identical loads:
 //
 //	coturn      coturn's turnserver
-//	pion        benchrelay: pion's TURN server, user space only
-//	pion-xdp    benchrelay -xdp: the same with package xdprelay wired to its channel events
-//	icehub      icehub, turn.offload = "off"   (opt-in: needs -icehub or a build)
-//	icehub-xdp  icehub, turn.offload = "xdp"   (opt-in: needs the lead's wiring)
+//	icehub      icehub, turn.offload = "off"
+//	icehub-xdp  icehub, turn.offload = "xdp"
 //
 // Figures: whole-machine CPU per relayed packet (from /proc/stat: kernel work such as
 // softirq relaying belongs to no process) at a fixed rate, and the highest stepped echo
-// rate with ≤ -max-loss loss.
+// rate with ≤ -max-loss loss; for icehub-xdp also the share of relayed packets the kernel
+// relayed (from its /metrics). The machine's load next to them says how much to trust
+// them: every other process on the machine is in the whole-machine figure.
 
 type xdpServer struct {
 	name string
@@ -42,17 +44,18 @@ type xdpServer struct {
 
 func cmdXDP(args []string) error {
 	fs := flag.NewFlagSet("xdp", flag.ContinueOnError)
-	servers := fs.String("servers", "coturn,pion,pion-xdp", "servers to alternate: coturn, pion, pion-xdp, icehub, icehub-xdp")
+	servers := fs.String("servers", "coturn,icehub,icehub-xdp", "servers to alternate: coturn, icehub, icehub-xdp")
 	icehubBin := fs.String("icehub", "", "prebuilt icehub binary for the icehub modes (default: go build the repository)")
 	coturnBin := fs.String("coturn", "turnserver", "coturn's turnserver")
 	sessions := fs.Int("sessions", 100, "TURN sessions, from 198.51.100.2 on (at most 200 addresses, then reused)")
 	size := fs.Int("size", 160, "echo payload bytes")
-	steps := fs.String("steps", "20k,40k,60k,80k,100k,120k,150k,200k", "echo rates to step through until the first with loss over -max-loss")
+	steps := fs.String("steps", "10k,20k,40k,60k,80k,100k,120k,150k,200k", "echo rates to step through until the first with loss over -max-loss")
 	step := fs.Duration("step", 3*time.Second, "length of each rate step")
 	cpuRate := fs.Int("cpu-rate", 30000, "echo rate for the CPU figure, pps")
 	fixed := fs.Duration("fixed", 5*time.Second, "length of the CPU step")
 	maxLoss := fs.Float64("max-loss", 0.01, "loss above which a step fails")
 	rounds := fs.Int("rounds", 1, "repeat the alternation; each figure keeps its best round")
+	out := fs.String("out", "", "also write the table, with date, machine and load, to this file (e.g. bench/RESULTS-xdp.md)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,8 +100,6 @@ func cmdXDP(args []string) error {
 	listen := &net.UDPAddr{IP: vethbed.RelayClientSide.AsSlice(), Port: 3478}
 	known := map[string]xdpServer{
 		"coturn":     {"coturn", func(d string) []string { return coturnBedArgs(*coturnBin, d) }},
-		"pion":       {"pion", func(string) []string { return benchrelayArgs(dir, false) }},
-		"pion-xdp":   {"pion-xdp", func(string) []string { return benchrelayArgs(dir, true) }},
 		"icehub":     {"icehub", func(d string) []string { return icehubBedArgs(d, dir, "off") }},
 		"icehub-xdp": {"icehub-xdp", func(d string) []string { return icehubBedArgs(d, dir, "xdp") }},
 	}
@@ -110,8 +111,6 @@ func cmdXDP(args []string) error {
 		}
 		order = append(order, s)
 		switch {
-		case strings.HasPrefix(s.name, "pion"):
-			err = goBuild(root, "./turnserver/internal/xdprelay/benchrelay", filepath.Join(dir, "benchrelay"))
 		case strings.HasPrefix(s.name, "icehub") && *icehubBin == "":
 			err = buildIcehub(root, filepath.Join(dir, "icehub"))
 		case strings.HasPrefix(s.name, "icehub"):
@@ -122,6 +121,7 @@ func cmdXDP(args []string) error {
 		}
 	}
 	best := map[string]*xdpFigures{}
+	load := startLoad()
 	for round := 0; round < max(*rounds, 1); round++ {
 		for _, s := range order {
 			f, err := xdpMeasure(bed, s, dir, listen, *sessions, *size, *cpuRate, *fixed, *step, rates, *maxLoss)
@@ -135,7 +135,13 @@ func cmdXDP(args []string) error {
 			}
 		}
 	}
-	printXDPTable(order, best, *cpuRate, *size, *sessions)
+	var report strings.Builder
+	printXDPTable(&report, order, best, *cpuRate, *size, *sessions)
+	fmt.Fprintln(&report, load.end())
+	fmt.Print(report.String())
+	if *out != "" {
+		return os.WriteFile(*out, []byte(resultsHeader(os.Args[1:])+report.String()), 0o644)
+	}
 	return nil
 }
 
@@ -160,14 +166,15 @@ func placeInBed(bed *vethbed.Bed) {
 
 type xdpFigures struct {
 	cpuUS, procUS float64 // machine and server-process µs per relayed packet
+	softirqUS     float64 // machine-wide softirq µs per relayed packet (where XDP and veth run)
 	maxRate       int
-	top           bool // the highest step passed: the real maximum is higher
-	offloaded     string
+	top           bool    // the highest step passed: the real maximum is higher
+	offloaded     float64 // share of the relayed packets the kernel relayed, -1: not icehub-xdp
 }
 
 func (b *xdpFigures) keepBest(f *xdpFigures) {
 	if f.cpuUS > 0 && (b.cpuUS <= 0 || f.cpuUS < b.cpuUS) {
-		b.cpuUS, b.procUS = f.cpuUS, f.procUS
+		b.cpuUS, b.procUS, b.softirqUS, b.offloaded = f.cpuUS, f.procUS, f.softirqUS, f.offloaded
 	}
 	if f.maxRate > b.maxRate {
 		b.maxRate, b.top = f.maxRate, f.top
@@ -190,17 +197,34 @@ func xdpMeasure(bed *vethbed.Bed, s xdpServer, dir string, listen *net.UDPAddr, 
 		return nil, err
 	}
 	defer run.close(true)
-	f := &xdpFigures{}
+	f := &xdpFigures{offloaded: -1}
 	// CPU at a fixed rate first, on a quiet machine: whole-machine busy time over the
 	// window divided by the packets relayed (peer received + echoed back).
-	peer0, m0, proc := run.peer.recv.Load(), machineBusy(), startCPU(p.pid())
+	m := icehubMetrics(bed, s)
+	peer0, m0, sirq0, proc := run.peer.recv.Load(), machineBusy(), softirqTime(), startCPU(p.pid())
 	r := run.runStep(cpuRate, fixed, 300*time.Millisecond, 0)
 	relayed := run.peer.recv.Load() - peer0 + r.recv
 	if relayed > 0 {
 		f.cpuUS = float64((machineBusy() - m0).Microseconds()) / float64(relayed)
+		f.softirqUS = float64((softirqTime() - sirq0).Microseconds()) / float64(relayed)
 		f.procUS = proc.perUnit(relayed)
 	}
-	fmt.Fprintf(os.Stderr, "  %s @%d pps: %s; machine %.2f µs/relayed pkt\n", s.name, cpuRate, r, f.cpuUS)
+	if s.name == "icehub-xdp" {
+		// The offload syncs its counters every 2 s: wait for one, then compare.
+		time.Sleep(2500 * time.Millisecond)
+		if m2 := icehubMetrics(bed, s); m2 != nil && m != nil {
+			off := m2["icehub_turn_offloaded_packets_total"] - m["icehub_turn_offloaded_packets_total"]
+			all := m2[`icehub_turn_relayed_packets_total{direction="to_peer"}`] + m2[`icehub_turn_relayed_packets_total{direction="to_client"}`] -
+				m[`icehub_turn_relayed_packets_total{direction="to_peer"}`] - m[`icehub_turn_relayed_packets_total{direction="to_client"}`]
+			if all > 0 {
+				f.offloaded = off / all
+			}
+		}
+		if f.offloaded <= 0 {
+			return nil, fmt.Errorf("icehub-xdp relayed nothing in the kernel (is the offload on? see %s)", p.log)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "  %s @%d pps: %s; machine %.2f µs/relayed pkt%s\n", s.name, cpuRate, r, f.cpuUS, offloadedNote(f))
 	for i, rate := range rates {
 		r := run.runStep(rate, step, 300*time.Millisecond, 0)
 		ok := 1-r.delivered() <= maxLoss
@@ -247,14 +271,11 @@ func coturnBedArgs(bin, dir string) []string {
 		"--pidfile=" + filepath.Join(dir, "turnserver.pid"), "--userdb=" + filepath.Join(dir, "turndb")}
 }
 
-func benchrelayArgs(dir string, xdp bool) []string {
-	return []string{filepath.Join(dir, "benchrelay"), "-listen", vethbed.RelayClientSide.String() + ":3478",
-		"-relay-ip", vethbed.RelayPeerSide.String(), "-realm", benchRealm, "-secret", benchSecret,
-		"-xdp=" + strconv.FormatBool(xdp)}
-}
+// icehubBedAdmin is icehub's admin (metrics) listener in the relay namespace, which has
+// no other listeners, so a fixed port is free.
+const icehubBedAdmin = "127.0.0.1:19641"
 
-// icehubBedArgs writes an icehub config for the bed. turn.offload is the key issue 16
-// fixes; until icehub knows it, only "off" starts (the key is left out for it).
+// icehubBedArgs writes an icehub config for the bed with turn.offload set to offload.
 func icehubBedArgs(dir, bindir, offload string) []string {
 	cfg := fmt.Sprintf(`[log]
 level = "warn"
@@ -273,42 +294,64 @@ integrity_burst = 1000000000
 max_allocations_per_ip = 0
 max_conns_per_ip = 0
 tcp_relay = false
-%s[auth]
+offload = %q
+[auth]
 secrets = [%q]
 [signal]
 listen = "127.0.0.1:0"
 [admin]
-listen = "127.0.0.1:0"
-`, vethbed.RelayClientSide, vethbed.RelayPeerSide, benchRealm, offloadLine(offload), benchSecret)
+listen = %q
+`, vethbed.RelayClientSide, vethbed.RelayPeerSide, benchRealm, offload, benchSecret, icehubBedAdmin)
 	path := filepath.Join(dir, "icehub-"+offload+".toml")
 	_ = os.WriteFile(path, []byte(cfg), 0o600)
 	return []string{filepath.Join(bindir, "icehub"), "-config", path}
 }
 
-func offloadLine(mode string) string {
-	if mode == "off" {
-		return ""
-	}
-	return fmt.Sprintf("offload = %q\n", mode)
-}
-
-func goBuild(root, pkg, out string) error {
-	if _, err := os.Stat(out); err == nil {
+// icehubMetrics reads the /metrics of an icehub in the bed's relay namespace; nil for
+// other servers or when it cannot be read.
+func icehubMetrics(bed *vethbed.Bed, s xdpServer) map[string]float64 {
+	if !strings.HasPrefix(s.name, "icehub") {
 		return nil
 	}
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	dial := func(_ context.Context, network, addr string) (c net.Conn, err error) {
+		err = bed.Do(bed.Relay, func() (err error) {
+			c, err = net.DialTimeout(network, addr, 2*time.Second)
+			return err
+		})
+		return c, err
 	}
-	return nil
+	hc := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := hc.Get("http://" + icehubBedAdmin + "/metrics")
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }
 
-func printXDPTable(order []xdpServer, best map[string]*xdpFigures, cpuRate, size, sessions int) {
+func offloadedNote(f *xdpFigures) string {
+	if f.offloaded < 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%.0f %% relayed in the kernel)", 100*f.offloaded)
+}
+
+func printXDPTable(w io.Writer, order []xdpServer, best map[string]*xdpFigures, cpuRate, size, sessions int) {
 	base := best["coturn"]
-	fmt.Printf("\n### TURN relay in network namespaces (veth), %d sessions, %d-byte payload\n\n", sessions, size)
-	fmt.Printf("| server | machine CPU per relayed packet @ %d echo/s | server process CPU | highest echo rate ≤ 1 %% loss | vs coturn (CPU, rate) |\n", cpuRate)
-	fmt.Println("| --- | --- | --- | --- | --- |")
+	fmt.Fprintf(w, "\n### TURN relay in network namespaces (veth), %d sessions, %d-byte payload\n\n", sessions, size)
+	fmt.Fprintf(w, "| server | machine CPU per relayed packet @ %d echo/s | server process CPU | softirq (machine) | highest echo rate ≤ 1 %% loss | vs coturn (CPU, rate) | relayed in the kernel |\n", cpuRate)
+	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
 	for _, s := range order {
 		f := best[s.name]
 		rate := strconv.Itoa(f.maxRate)
@@ -316,10 +359,21 @@ func printXDPTable(order []xdpServer, best map[string]*xdpFigures, cpuRate, size
 			rate = "≥ " + rate
 		}
 		ratio := "—"
-		if base != nil && base != f && base.cpuUS > 0 && base.maxRate > 0 {
-			ratio = fmt.Sprintf("%.2f×, %.2f×", f.cpuUS/base.cpuUS, float64(f.maxRate)/float64(base.maxRate))
+		if base != nil && base != f {
+			cpu, rate := "n/a", "n/a"
+			if base.cpuUS > 0 {
+				cpu = fmt.Sprintf("%.2f×", f.cpuUS/base.cpuUS)
+			}
+			if base.maxRate > 0 {
+				rate = fmt.Sprintf("%.2f×", float64(f.maxRate)/float64(base.maxRate))
+			}
+			ratio = cpu + ", " + rate
 		}
-		fmt.Printf("| %s | %.2f µs | %.2f µs | %s | %s |\n", s.name, f.cpuUS, f.procUS, rate, ratio)
+		kernel := "—"
+		if f.offloaded >= 0 {
+			kernel = fmt.Sprintf("%.0f %%", 100*f.offloaded)
+		}
+		fmt.Fprintf(w, "| %s | %.2f µs | %.2f µs | %.2f µs | %s | %s | %s |\n", s.name, f.cpuUS, f.procUS, f.softirqUS, rate, ratio, kernel)
 	}
-	fmt.Println("\nGoals (issue 16): machine CPU ≤ 0.6× coturn's, echo rate ≥ 1.5× coturn's.")
+	fmt.Fprintln(w, "\nGoals (issue 16): machine CPU ≤ 0.6× coturn's, echo rate ≥ 1.5× coturn's.")
 }

@@ -66,6 +66,11 @@ type TURN struct {
 	AnswerRefill          int       `toml:"answer_refill"`
 	IntegrityRate         float64   `toml:"integrity_rate"`
 	IntegrityBurst        int       `toml:"integrity_burst"`
+	// Offload relays ChannelData of UDP clients in the kernel: "off" or "xdp".
+	Offload string `toml:"offload"`
+	// OffloadInterfaces are the interfaces the XDP program attaches to; empty: the ones
+	// that carry the listen and relay addresses.
+	OffloadInterfaces []string `toml:"offload_interfaces"`
 }
 
 // Auth configures the TURN REST credential secrets.
@@ -138,6 +143,8 @@ func Default() Config {
 			AnswerRefill:          512,
 			IntegrityRate:         1000,
 			IntegrityBurst:        2000,
+			Offload:               "off",
+			OffloadInterfaces:     []string{},
 		},
 		Auth: Auth{Secrets: []string{}, TTL: Duration{12 * time.Hour}},
 		Signal: Signal{

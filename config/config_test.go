@@ -47,6 +47,9 @@ ttl = "90m"
 	if cfg.Auth.TTL.Duration != 90*time.Minute {
 		t.Fatalf("ttl = %v", cfg.Auth.TTL)
 	}
+	if cfg.TURN.Offload != "off" || len(cfg.TURN.OffloadInterfaces) != 0 {
+		t.Fatalf("offload defaults: %q %v", cfg.TURN.Offload, cfg.TURN.OffloadInterfaces)
+	}
 	// Untouched keys keep their defaults.
 	if cfg.Signal.Listen != "0.0.0.0:8080" || cfg.TURN.MaxAllocations != 10000 {
 		t.Fatalf("defaults lost: %+v", cfg.Signal)
@@ -83,6 +86,10 @@ func TestBadInputNamesKeyAndLine(t *testing.T) {
 		{"resume buffer zero", "[signal]\nresume_buffer = 0\n", "signal.resume_buffer", 2},
 		{"redis url", "[cluster]\nredis_url = \"localhost:6379\"\n", "cluster.redis_url", 2},
 		{"dotted key", "turn.relay_ports = \"1-0\"\n", "turn.relay_ports", 1},
+		{"unknown offload", "[turn]\noffload = \"ebpf\"\n", "turn.offload", 2},
+		{"xdp on a wildcard listener", "[turn]\nlisten = \"0.0.0.0:3478\"\n\noffload = \"xdp\"\n", "turn.offload", 4},
+		{"xdp with a wildcard relay_ip", "[turn]\nlisten = \"198.51.100.1:3478\"\nrelay_ip = \"0.0.0.0\"\noffload = \"xdp\"\n", "turn.relay_ip", 3},
+		{"bad offload interface", "[turn]\noffload_interfaces = [\"eth0\", \"a/b\"]\n", "turn.offload_interfaces", 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -140,5 +147,22 @@ func TestLoadKeepsTheCause(t *testing.T) {
 	_, err := Load(filepath.Join(t.TempDir(), "missing.toml"))
 	if !errors.Is(err, ErrInvalid) || !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Load of a missing file: %v; want both ErrInvalid and os.ErrNotExist", err)
+	}
+}
+
+func TestOffloadAccepted(t *testing.T) {
+	// A wildcard listen address next to a concrete one is fine: only the concrete one's
+	// clients are offloaded.
+	cfg, err := Parse([]byte(`
+[turn]
+listen = ["198.51.100.1:3478", "[::]:3478"]
+offload = "xdp"
+offload_interfaces = ["eth0", "ens3f1"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TURN.Offload != "xdp" || len(cfg.TURN.OffloadInterfaces) != 2 || cfg.TURN.OffloadInterfaces[1] != "ens3f1" {
+		t.Fatalf("offload %q interfaces %v", cfg.TURN.Offload, cfg.TURN.OffloadInterfaces)
 	}
 }

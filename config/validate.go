@@ -88,6 +88,9 @@ func (c *Config) validate(data []byte) error {
 	if c.TURN.IntegrityRate > 0 && c.TURN.IntegrityBurst < 1 {
 		return bad("turn.integrity_burst", "must be 1 or more when turn.integrity_rate is set")
 	}
+	if err := c.TURN.validateOffload(data); err != nil {
+		return err
+	}
 	if c.Auth.TTL.Duration <= 0 {
 		return bad("auth.ttl", "must be above zero, got %s", c.Auth.TTL.Duration)
 	}

@@ -37,17 +37,28 @@ func (s *Server) eventHandler() turn.EventHandler {
 			if r.owner != nil {
 				r.owner.allocationDeleted(r)
 			}
+			s.offload.allocationDeleted(r) // adds what the kernel relayed to r's figures
 			s.log.Info("turn allocation deleted", "user", user, "client", src.String(),
 				"transport", src.Network(), "relay", r.advertised.String(), "relay_transport", r.network,
 				"duration", s.now().Sub(r.start).Round(time.Millisecond),
 				"bytes_to_peer", r.bytesToPeer.Load(), "bytes_to_client", r.bytesToClient.Load(),
 				"packets_to_peer", r.pktsToPeer.Load(), "packets_to_client", r.pktsToClient.Load())
 		},
-		OnChannelCreated: func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, num uint16) {
+		OnChannelCreated: func(src, dst net.Addr, _, _, _ string, relay, peer net.Addr, num uint16) {
 			s.channelChanged(relay, peer, num, true)
+			s.offload.channel(relay, src, dst, peer, num, true)
 		},
-		OnChannelDeleted: func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, num uint16) {
+		OnChannelDeleted: func(src, dst net.Addr, _, _, _ string, relay, peer net.Addr, num uint16) {
 			s.channelChanged(relay, peer, num, false)
+			s.offload.channel(relay, src, dst, peer, num, false)
+		},
+		// Only the XDP offload follows permissions: pion relays a channel's data whether or
+		// not its permission is live, the kernel only while it is.
+		OnPermissionCreated: func(src, dst net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+			s.offload.permission(relay, src, dst, peer, true)
+		},
+		OnPermissionDeleted: func(src, dst net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+			s.offload.permission(relay, src, dst, peer, false)
 		},
 	}
 }

@@ -22,6 +22,7 @@ type metrics struct {
 	integrityChecks prometheus.Counter
 	connRefused     prometheus.Counter
 	connTimedOut    prometheus.Counter
+	offloaded       prometheus.Counter // packets the XDP offload relayed (also in pktTo*)
 
 	// Resolved children: WithLabelValues on every packet would hash the labels each time.
 	pktToPeer, pktToClient   prometheus.Counter
@@ -69,6 +70,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		connTimedOut: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "icehub_turn_conns_timed_out_total", Help: "TCP/TLS connections closed for having no allocation after turn.allocate_timeout.",
 		}),
+		offloaded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "icehub_turn_offloaded_packets_total",
+			Help: "Packets relayed in the kernel by the XDP offload, both directions (also counted in icehub_turn_relayed_packets_total).",
+		}),
 		pktToPeer:    packets.WithLabelValues("to_peer"),
 		pktToClient:  packets.WithLabelValues("to_client"),
 		byteToPeer:   bytes.WithLabelValues("to_peer"),
@@ -79,7 +84,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.active, m.allocations, m.authFail, m.peerRefused, m.quota, m.bindings, m.unauthDrop,
-		m.integrityDrop, m.integrityChecks, m.connRefused, m.connTimedOut, packets, bytes,
+		m.integrityDrop, m.integrityChecks, m.connRefused, m.connTimedOut, m.offloaded, packets, bytes,
 	} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

@@ -10,6 +10,7 @@ package turnserver
 import (
 	"crypto/tls"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -56,6 +57,7 @@ type Server struct {
 	preAuthIdle time.Duration
 
 	pion      *turn.Server
+	offload   *offloader // nil: user space only (offload_linux.go)
 	addrs     []net.Addr
 	closeOnce sync.Once
 	closeErr  error
@@ -99,6 +101,7 @@ func New(cfg Config) (*Server, error) {
 		for _, l := range lns {
 			_ = l.Listener.Close()
 		}
+		_ = s.offload.close()
 		return nil, err
 	}
 	newGen := func(listen netip.Addr) *relayAddresses {
@@ -152,14 +155,17 @@ func New(cfg Config) (*Server, error) {
 		lns = append(lns, stream(ln, newGen(ip)))
 		s.addrs = append(s.addrs, ln.Addr())
 	}
+	s.offload = openOffload(s, cfg) // before pion starts: its events reach the offload
 	s.pion, err = turn.NewServer(turn.ServerConfig{
-		PacketConnConfigs: pcs,
-		ListenerConfigs:   lns,
-		LoggerFactory:     slogFactory{log},
-		Realm:             cfg.Realm,
-		AuthHandler:       s.authHandler,
-		QuotaHandler:      s.quotaHandler,
-		EventHandler:      s.eventHandler(),
+		PacketConnConfigs:  pcs,
+		ListenerConfigs:    lns,
+		LoggerFactory:      slogFactory{log},
+		Realm:              cfg.Realm,
+		AuthHandler:        s.authHandler,
+		QuotaHandler:       s.quotaHandler,
+		EventHandler:       s.eventHandler(),
+		ChannelBindTimeout: cfg.channelLifetime,
+		PermissionTimeout:  cfg.permissionLifetime,
 	})
 	if err != nil {
 		return closeAll(fmt.Errorf("%w: %v", ErrConfig, err))
@@ -206,6 +212,7 @@ func (s *Server) PrepareReload(set Settings) (commit func(), err error) {
 		}
 		s.creditsMu.Unlock()
 		s.policy.Store(p)
+		s.offload.reconcile() // channels the new filter denies leave the kernel
 	}, nil
 }
 
@@ -224,6 +231,7 @@ func (s *Server) Close() error {
 		for s.live.Load() > 0 && time.Now().Before(deadline) {
 			time.Sleep(5 * time.Millisecond)
 		}
+		s.closeErr = errors.Join(s.closeErr, s.offload.close())
 	})
 	return s.closeErr
 }

@@ -47,11 +47,27 @@ type Config struct {
 	Logger     *slog.Logger          // nil: slog.Default()
 	Registerer prometheus.Registerer // nil: metrics are kept but not exported
 	Settings   Settings
+	// Offload relays ChannelData of UDP clients in the kernel: OffloadXDP, or "" / "off"
+	// (user space only). Where the XDP program cannot load, New logs why and relays in user
+	// space. OffloadInterfaces are where it attaches; empty: the interfaces carrying the
+	// concrete listen addresses and RelayIP.
+	Offload           string
+	OffloadInterfaces []string
+
+	// Test knobs (zero: the defaults). channelLifetime and permissionLifetime are pion's
+	// ChannelBindTimeout and PermissionTimeout (10 and 5 minutes); offloadSync is how often
+	// the offload's counters reach the metrics (offloadSyncEvery); offloadChannels bounds
+	// the channels one allocation holds in the kernel (offloadChannelsPerAlloc).
+	channelLifetime, permissionLifetime, offloadSync time.Duration
+	offloadChannels                                  int
 
 	// preAuthIdle overrides how long a TCP/TLS client may take per frame before it has
 	// authenticated (tests shorten it); 0 means preAuthIdle.
 	preAuthIdle time.Duration
 }
+
+// OffloadXDP is Config.Offload's value for the XDP fast path (turn.offload = "xdp").
+const OffloadXDP = "xdp"
 
 // PortRange is an inclusive port range.
 type PortRange struct{ Min, Max uint16 }
@@ -98,6 +114,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("%w: relay ports %d-%d", ErrConfig, c.RelayPorts.Min, c.RelayPorts.Max)
 	case c.UDPSockets < 0:
 		return fmt.Errorf("%w: %d UDP sockets", ErrConfig, c.UDPSockets)
+	case c.Offload != "" && c.Offload != "off" && c.Offload != OffloadXDP:
+		return fmt.Errorf("%w: offload %q: want \"off\" or %q", ErrConfig, c.Offload, OffloadXDP)
 	}
 	return c.Settings.validate()
 }

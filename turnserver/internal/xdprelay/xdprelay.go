@@ -91,8 +91,9 @@ type Offload struct {
 var ErrNotSupported = errors.New("kernel lacks the eBPF/XDP features the offload needs")
 
 // ErrPermission is wrapped by Open's error when the process may not load BPF programs or
-// attach them to interfaces.
-var ErrPermission = errors.New("needs CAP_BPF and CAP_NET_ADMIN (or root)")
+// attach them to interfaces. CAP_PERFMON is needed because the program subtracts packet
+// pointers (the frame length), which the verifier allows only to perfmon-capable loaders.
+var ErrPermission = errors.New("needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root)")
 
 // Open loads the program and attaches it to cfg.Interfaces in the calling thread's network
 // namespace. The error says why when it cannot (permissions, kernel, interface); the caller
@@ -207,6 +208,10 @@ func attachErr(err error) error {
 func classify(err error) error {
 	var ve *ebpf.VerifierError
 	switch {
+	case errors.As(err, &ve) && strings.Contains(strings.Join(ve.Log, "\n"), "pointer -= pointer prohibited"):
+		// What the verifier refuses without CAP_PERFMON (bpf_allow_ptr_leaks): a missing
+		// capability, not an old kernel.
+		return fmt.Errorf("%w: the verifier refuses packet pointer arithmetic without CAP_PERFMON: %w", ErrPermission, err)
 	case errors.As(err, &ve): // before EPERM/EACCES: the verifier reports through them too
 		// The verifier's last lines say what it rejected; a kernel too old for a helper
 		// or instruction is the usual reason on a machine the tests did not run on.
