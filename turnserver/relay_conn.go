@@ -15,9 +15,10 @@ import (
 // it. Relays of UDP clients on Linux are loopRelays (udp_loop_linux.go).
 type relayPacketConn struct {
 	*net.UDPConn
-	s     *Server
-	rec   *relayRecord
-	cache atomic.Pointer[sendDecision]
+	s       *Server
+	rec     *relayRecord
+	cache   atomic.Pointer[sendDecision] // the last peer sent to
+	inCache atomic.Pointer[sendDecision] // the last peer received from
 	// fromOwn holds datagrams handed over by this server's other relays (own_relay.go).
 	fromOwn chan pionPacket
 }
@@ -56,6 +57,9 @@ func (r *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			// already taken above, so nothing may be waiting: then read on.
 			_ = r.UDPConn.SetReadDeadline(time.Time{})
 			continue
+		}
+		if err == nil && !r.s.sendDecision(&r.inCache, addrPortOf(addr)).ok {
+			continue // a peer the filter refuses reaches nobody either way
 		}
 		if n > 0 {
 			r.rec.countToClient(r.s.m, n)
@@ -101,11 +105,18 @@ type relayListener struct {
 }
 
 func (l *relayListener) Accept() (net.Conn, error) {
-	conn, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		conn, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if ok, name := l.s.sendAllowed("tcp", addrPortOf(conn.RemoteAddr())); !ok {
+			l.s.m.peerRefused.WithLabelValues(name).Inc()
+			_ = conn.Close() // a peer the filter refuses reaches nobody either way
+			continue
+		}
+		return &countingConn{Conn: conn, s: l.s, rec: l.rec}, nil
 	}
-	return &countingConn{Conn: conn, s: l.s, rec: l.rec}, nil
 }
 
 func (l *relayListener) Close() error {

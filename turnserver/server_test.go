@@ -326,6 +326,25 @@ func TestReload(t *testing.T) {
 	}
 	reload(nt.Settings)
 	roundTrip(t, relay, echo, "still alive after reload")
+	// A peer the client permitted reaches it...
+	sender, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	inbound := func() bool {
+		if _, err := sender.WriteTo([]byte("unasked"), relay.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 64)
+		_ = relay.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		defer relay.SetReadDeadline(time.Time{})
+		n, _, err := relay.ReadFrom(buf)
+		return err == nil && string(buf[:n]) == "unasked"
+	}
+	if !inbound() {
+		t.Fatal("a permitted, allowed peer does not reach the client")
+	}
 	nt.Settings.DenyPeers = []netip.Prefix{mustPrefix("127.0.0.0/8")}
 	nt.Settings.AllowPeers = nil
 	// A refused reload changes nothing: the peer stays reachable.
@@ -342,6 +361,10 @@ func TestReload(t *testing.T) {
 	roundTrip(t, relay, echo, "unchanged before commit")
 	reload(nt.Settings)
 	noEcho(t, relay, echo)
+	// ...and, once the filter refuses it, not even with the client's permission.
+	if inbound() {
+		t.Fatal("a peer denied by a reload still reaches the client")
+	}
 	if code := turnCode(c.CreatePermission(echo)); code != 403 {
 		t.Fatalf("after deny_peers reload: code %d, want 403", code)
 	}

@@ -129,6 +129,9 @@ func (l *loopListener) relayChannelData(pkt []byte, src netip.AddrPort) bool {
 func (l *loopListener) Socket(s *udploop.Socket, buf []byte, n int, src netip.AddrPort, out *udploop.Out) {
 	r := s.Tag.(*loopRelay)
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	if !l.adm.s.sendDecision(&r.inCache, src).ok {
+		return // a peer the filter refuses (since a reload, say) reaches nobody either way
+	}
 	r.rec.bytesToClient.Add(uint64(n))
 	r.rec.pktsToClient.Add(1)
 	l.toClient++
@@ -288,14 +291,16 @@ func (l *loopListener) channelChanged(rec *relayRecord, peer netip.AddrPort, num
 // without a channel, for Data indications), WriteTo sends to a peer after the per-packet
 // peer check.
 type loopRelay struct {
-	sock   *udploop.Socket
-	lst    *loopListener
-	local  *net.UDPAddr
-	rec    *relayRecord
-	alloc  atomic.Pointer[clientAllocation]
-	cache  atomic.Pointer[sendDecision]
-	toPion chan pionPacket
-	once   sync.Once
+	sock  *udploop.Socket
+	lst   *loopListener
+	local *net.UDPAddr
+	rec   *relayRecord
+	alloc atomic.Pointer[clientAllocation]
+	cache atomic.Pointer[sendDecision] // the last peer sent to
+	// inCache is the last peer received from: the filter applies to what peers send too.
+	inCache atomic.Pointer[sendDecision]
+	toPion  chan pionPacket
+	once    sync.Once
 	// closeMu keeps Close from closing toPion under receiveFromOwnRelay, which other relays
 	// call from their own goroutines (the loop's sends are covered by the loop's lock).
 	closeMu sync.RWMutex

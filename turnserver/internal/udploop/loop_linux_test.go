@@ -63,25 +63,26 @@ func TestLoopAnswersAndForwards(t *testing.T) {
 	lstAddr := localAddr(t, lst)
 	extraAddr := localAddr(t, extra)
 
-	// Many datagrams at once: more than one round's slots, so flushes happen mid-round.
-	const n = 300
-	for i := range n {
-		if _, err := client.WriteToUDPAddrPort([]byte{byte(i), 'a', 'b'}, lstAddr); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// Bursts of datagrams: more than one round's slots each, so flushes happen mid-round,
+	// but small enough for the sockets' default buffers.
+	const bursts, perBurst = 3, 100
 	buf := make([]byte, 2048)
-	got := 0
-	_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for got < n {
-		k, _, err := client.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			t.Fatalf("after %d answers: %v", got, err)
+	for b := range bursts {
+		for i := range perBurst {
+			if _, err := client.WriteToUDPAddrPort([]byte{byte(b*perBurst + i), 'a', 'b'}, lstAddr); err != nil {
+				t.Fatal(err)
+			}
 		}
-		if k != 3 || buf[0] != 'b' || buf[1] != 'a' {
-			t.Fatalf("answer %q", buf[:k])
+		_ = client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for got := 0; got < perBurst; got++ {
+			k, _, err := client.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				t.Fatalf("burst %d: after %d answers: %v", b, got, err)
+			}
+			if k != 3 || buf[0] != 'b' || buf[1] != 'a' {
+				t.Fatalf("answer %q", buf[:k])
+			}
 		}
-		got++
 	}
 	// Exactly one answer each: the second Send per datagram was refused.
 	_ = client.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
