@@ -2,8 +2,8 @@ package main
 
 import (
 	"fmt"
+	"icehub/internal/testenv"
 	"net"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -15,10 +15,7 @@ import (
 // loop returns on the first Accept error (EMFILE included), so without a retrying listener
 // underneath, TURN over TCP (and TLS) stays dead until a restart. See the hardening report.
 func TestFDExhaustionTURNTCPRecovers(t *testing.T) {
-	prlimit, err := exec.LookPath("prlimit")
-	if err != nil {
-		t.Fatal("prlimit not found: install util-linux (apt-get install util-linux)")
-	}
+	prlimit := testenv.Tool(t, "prlimit", "util-linux")
 	p := startIcehubWrapped(t, []string{prlimit, "--nofile=64:64"},
 		fmt.Sprintf("auth.secrets = [%q]\nsignal.max_conns_per_ip = 0\n", hardSecret))
 	conns := exhaustFDs(t, p)

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/pion/stun/v4"
 
 	"icehub/auth"
+	"icehub/internal/testenv"
 )
 
 // Process-level hardening tests against the built binary: the server's own ports as relay
@@ -269,10 +269,7 @@ func TestHardeningSlowloris(t *testing.T) {
 // is refused with 508 rather than hanging, then closes them and checks the hub accepts
 // WebSockets and TURN allocates and relays again.
 func TestHardeningFDLimit(t *testing.T) {
-	prlimit, err := exec.LookPath("prlimit")
-	if err != nil {
-		t.Fatal("prlimit not found: install util-linux (apt-get install util-linux)")
-	}
+	prlimit := testenv.Tool(t, "prlimit", "util-linux")
 	p := startIcehubWrapped(t, []string{prlimit, "--nofile=64:64"},
 		fmt.Sprintf("auth.secrets = [%q]\nsignal.max_conns_per_ip = 0\n", hardSecret))
 	base := openFDs(t, p.pid())

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"icehub/internal/testenv"
 	"io"
 	"math/big"
 	"net"
@@ -64,10 +65,7 @@ func TestCoturnClientsAgainstBinary(t *testing.T) {
 	closed := startIcehub(t, "auth.secrets = [\"uclient-binary-secret\"]\n") // default peer filter
 	peer := strconv.Itoa(startUDPEchoTool(t))
 
-	stunclient, err := exec.LookPath("turnutils_stunclient")
-	if err != nil {
-		t.Fatal("turnutils_stunclient not found: apt-get install coturn (bash .ci/test does it as root)")
-	}
+	stunclient := testenv.Tool(t, "turnutils_stunclient", "coturn")
 	out, err := exec.Command(stunclient, "-p", strconv.Itoa(open.turn), "127.0.0.1").CombinedOutput()
 	if err != nil || !regexp.MustCompile(`reflexive addr: 127\.0\.0\.1:\d+`).Match(out) {
 		t.Fatalf("turnutils_stunclient: %v\n%s", err, out)
@@ -197,10 +195,7 @@ signal.tls_key = %q
 // startUDPEchoTool runs coturn's turnutils_peer as the echo peer and returns its port.
 func startUDPEchoTool(t *testing.T) int {
 	t.Helper()
-	path, err := exec.LookPath("turnutils_peer")
-	if err != nil {
-		t.Fatal("turnutils_peer not found: apt-get install coturn (bash .ci/test does it as root)")
-	}
+	path := testenv.Tool(t, "turnutils_peer", "coturn")
 	port := freePort(t)
 	cmd := exec.Command(path, "-p", strconv.Itoa(port), "-L", "127.0.0.1")
 	if err := cmd.Start(); err != nil {
@@ -223,10 +218,7 @@ func startUDPEchoTool(t *testing.T) int {
 
 func runUclient(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	path, err := exec.LookPath("turnutils_uclient")
-	if err != nil {
-		t.Fatal("turnutils_uclient not found: apt-get install coturn (bash .ci/test does it as root)")
-	}
+	path := testenv.Tool(t, "turnutils_uclient", "coturn")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()

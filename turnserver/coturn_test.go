@@ -2,6 +2,7 @@ package turnserver
 
 import (
 	"context"
+	"icehub/internal/testenv"
 	"net"
 	"os/exec"
 	"regexp"
@@ -15,11 +16,7 @@ import (
 // project runs everything, nothing is skipped).
 func coturnTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found: install coturn (Debian/Ubuntu: apt-get install coturn) to run these tests", name)
-	}
-	return p
+	return testenv.Tool(t, name, "coturn")
 }
 
 func runTool(t *testing.T, timeout time.Duration, name string, args ...string) (string, error) {
