@@ -2,66 +2,14 @@ package main
 
 import (
 	"fmt"
+	"icehub/internal/testenv"
 	"net"
 	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"icehub/internal/testenv"
 )
-
-// redisServer is a real redis-server on a loopback port, without persistence.
-type redisServer struct {
-	port int
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startRedis(t *testing.T, port int) *redisServer {
-	t.Helper()
-	path := testenv.Tool(t, "redis-server", "redis-server")
-	r := &redisServer{port: port, done: make(chan struct{})}
-	r.cmd = exec.Command(path, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "no", "--dir", t.TempDir())
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { r.cmd.Wait(); close(r.done) }()
-	t.Cleanup(r.stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Write([]byte("PING\r\n"))
-			b := make([]byte, 7)
-			c.SetReadDeadline(time.Now().Add(time.Second))
-			n, _ := c.Read(b)
-			c.Close()
-			if strings.HasPrefix(string(b[:n]), "+PONG") {
-				return r
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("redis-server did not start")
-	return nil
-}
-
-func (r *redisServer) stop() {
-	r.cmd.Process.Kill()
-	<-r.done
-}
-
-func clusterNode(t *testing.T, redisPort int, node string) *proc {
-	return startIcehub(t, fmt.Sprintf(`auth.secrets = ["cluster-shared-secret"]
-cluster.redis_url = "redis://127.0.0.1:%d/0"
-cluster.member_ttl = "2s"
-cluster.node_id = %q
-`, redisPort, node))
-}
 
 func TestClusterRoomsAcrossNodes(t *testing.T) {
 	rds := startRedis(t, freePort(t))
@@ -271,4 +219,55 @@ func TestClusterRedisKilledMidTraffic(t *testing.T) {
 			t.Fatalf("message %d delivered after %d: duplicate or reordered (%v)", got[i], got[i-1], got)
 		}
 	}
+}
+
+// redisServer is a real redis-server on a loopback port, without persistence.
+type redisServer struct {
+	port int
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startRedis(t *testing.T, port int) *redisServer {
+	t.Helper()
+	path := testenv.Tool(t, "redis-server", "redis-server")
+	r := &redisServer{port: port, done: make(chan struct{})}
+	r.cmd = exec.Command(path, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", t.TempDir())
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.cmd.Wait(); close(r.done) }()
+	t.Cleanup(r.stop)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Write([]byte("PING\r\n"))
+			b := make([]byte, 7)
+			c.SetReadDeadline(time.Now().Add(time.Second))
+			n, _ := c.Read(b)
+			c.Close()
+			if strings.HasPrefix(string(b[:n]), "+PONG") {
+				return r
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("redis-server did not start")
+	return nil
+}
+
+func (r *redisServer) stop() {
+	r.cmd.Process.Kill()
+	<-r.done
+}
+
+func clusterNode(t *testing.T, redisPort int, node string) *proc {
+	return startIcehub(t, fmt.Sprintf(`auth.secrets = ["cluster-shared-secret"]
+cluster.redis_url = "redis://127.0.0.1:%d/0"
+cluster.member_ttl = "2s"
+cluster.node_id = %q
+`, redisPort, node))
 }

@@ -3,13 +3,15 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -174,103 +176,94 @@ func (p *proc) waitLog(t *testing.T, s string, within time.Duration) {
 	t.Fatalf("log never said %q:\n%s", s, p.Logs())
 }
 
-// wsClient is a test peer on the hub.
-type wsClient struct {
-	t       *testing.T
-	c       *websocket.Conn
-	id      string
-	ice     json.RawMessage
-	welcome map[string]any
-	msgs    chan map[string]any
-	err     error // the read error that ended the connection, set before msgs closes
+// startIcehubWrapped is startIcehub run under a wrapper command (e.g. prlimit).
+func startIcehubWrapped(t *testing.T, wrapper []string, extra string) *proc {
+	t.Helper()
+	return startIcehubOpts(t, opts{extra: extra, wrapper: wrapper})
 }
 
-func dialHub(t *testing.T, port int) *wsClient {
+// adminMetric reads one unlabelled (or exactly labelled, "name{k=\"v\"}") series; 0 when absent.
+func adminMetric(t *testing.T, p *proc, series string) float64 {
 	t.Helper()
-	return dialHubQuery(t, port, "")
+	return scrape(t, p)[series]
 }
 
-// dialHubQuery dials /ws with a query string, e.g. "?resume=TOKEN".
-func dialHubQuery(t *testing.T, port int, query string) *wsClient {
+func openFDs(t *testing.T, pid int) int {
 	t.Helper()
-	hdr := http.Header{"Origin": {fmt.Sprintf("http://127.0.0.1:%d", port)}}
-	c, _, err := websocket.DefaultDialer.Dial(fmt.Sprintf("ws://127.0.0.1:%d/ws%s", port, query), hdr)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &wsClient{t: t, c: c, msgs: make(chan map[string]any, 64)}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		defer close(w.msgs)
-		for {
-			_, b, err := c.ReadMessage()
-			if err != nil {
-				w.err = err
-				return
-			}
-			var m map[string]any
-			if json.Unmarshal(b, &m) == nil {
-				w.msgs <- m
-			}
-		}
-	}()
-	welcome := w.expect("welcome")
-	w.welcome = welcome
-	w.id, _ = welcome["id"].(string)
-	w.ice, _ = json.Marshal(welcome["iceServers"])
-	return w
+	return len(ents)
 }
 
-func (w *wsClient) send(v map[string]any) {
-	w.t.Helper()
-	if err := w.c.WriteJSON(v); err != nil {
-		w.t.Fatal(err)
-	}
-}
+// pid is the icehub process (the wrapper, prlimit, execs it, so the PID is the same).
+func (p *proc) pid() int { return p.cmd.Process.Pid }
 
-// expect returns the next frame, failing unless it has the given type.
-func (w *wsClient) expect(typ string) map[string]any {
-	w.t.Helper()
-	select {
-	case m, ok := <-w.msgs:
-		if !ok {
-			w.t.Fatalf("connection closed while waiting for %q", typ)
+// exhaustFDs opens WebSockets to p until one fails (at most 200) and returns the open ones;
+// it fails the test if the limit was never reached.
+func exhaustFDs(t *testing.T, p *proc) []*websocket.Conn {
+	t.Helper()
+	var conns []*websocket.Conn
+	hdr := http.Header{"Origin": {fmt.Sprintf("http://127.0.0.1:%d", p.signal)}}
+	d := websocket.Dialer{HandshakeTimeout: 2 * time.Second}
+	for range 200 {
+		c, _, err := d.Dial(fmt.Sprintf("ws://127.0.0.1:%d/ws", p.signal), hdr)
+		if err != nil {
+			return conns
 		}
-		if m["type"] != typ {
-			w.t.Fatalf("got %v, want type %q", m, typ)
-		}
-		return m
-	case <-time.After(10 * time.Second):
-		w.t.Fatalf("no %q frame within 10s", typ)
+		conns = append(conns, c)
 	}
+	t.Fatalf("opened %d WebSockets without reaching the descriptor limit", len(conns))
 	return nil
 }
 
-// closed waits for the server to end the connection and returns its close code.
-func (w *wsClient) closed(within time.Duration) int {
-	w.t.Helper()
-	deadline := time.After(within)
-	for {
-		select {
-		case _, ok := <-w.msgs:
-			if !ok {
-				if ce, ok := w.err.(*websocket.CloseError); ok {
-					return ce.Code
-				}
-				return -1
-			}
-		case <-deadline:
-			w.t.Fatal("connection still open")
-		}
+func runBin(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var o, e bytes.Buffer
+	cmd := exec.Command(binPath, args...)
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return o.String(), e.String(), ee.ExitCode()
 	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), 0
 }
 
-// quiet asserts no frame arrives for d.
-func (w *wsClient) quiet(d time.Duration) {
-	w.t.Helper()
-	select {
-	case m := <-w.msgs:
-		w.t.Fatalf("unexpected frame %v", m)
-	case <-time.After(d):
+func writeFile(t *testing.T, text string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "server.toml")
+	if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
 	}
+	return p
+}
+
+// scrape reads the admin /metrics page into "name{labels}" → value, on a fresh connection so
+// the scrape leaves no idle connection (and descriptor) behind.
+func scrape(t *testing.T, p *proc) map[string]float64 {
+	t.Helper()
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.admin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err == nil {
+			out[line[:i]] = v
+		}
+	}
+	return out
 }

@@ -12,18 +12,6 @@ import (
 
 // Issue 11 point 4, HTTP: connections on the signaling listener cannot be held for free.
 
-// closedWithin reads from c until the server closes it and returns how long that took; it
-// fails when c is still open after limit.
-func closedWithin(t *testing.T, c net.Conn, limit time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	c.SetReadDeadline(start.Add(limit))
-	if _, err := io.Copy(io.Discard, c); err != nil {
-		t.Fatalf("still open after %v: %v", limit, err)
-	}
-	return time.Since(start)
-}
-
 // A keep-alive connection that stays idle after its request is closed after
 // signal.idle_timeout.
 func TestHTTPIdleKeepAliveClosed(t *testing.T) {

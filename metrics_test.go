@@ -2,41 +2,13 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/stun/v4"
 )
-
-// scrape reads the admin /metrics page into "name{labels}" → value, on a fresh connection so
-// the scrape leaves no idle connection (and descriptor) behind.
-func scrape(t *testing.T, p *proc) map[string]float64 {
-	t.Helper()
-	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.admin))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err == nil {
-			out[line[:i]] = v
-		}
-	}
-	return out
-}
 
 func TestMetricsFollowTraffic(t *testing.T) {
 	p := startIcehub(t, "auth.secrets = [\"metrics-secret\"]\nturn.allow_peers = [\"127.0.0.1/32\"]\nturn.max_allocations_per_user = 1\n")

@@ -1,26 +1,14 @@
 package main
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"icehub/internal/testenv"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -28,31 +16,6 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/pion/turn/v5"
 )
-
-// writeCert writes a self-signed certificate for 127.0.0.1 with the given serial and returns
-// the cert and key paths and a pool that trusts it.
-func writeCert(t *testing.T, dir string, serial int64) (certPath, keyPath string, pool *x509.CertPool) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "icehub test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, _ := x509.MarshalECPrivateKey(key)
-	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	leaf, _ := x509.ParseCertificate(der)
-	pool = x509.NewCertPool()
-	pool.AddCert(leaf)
-	return certPath, keyPath, pool
-}
 
 // TestCoturnClientsAgainstBinary runs coturn's own test clients against the built binary:
 // the mapped address, relaying to an echo peer over UDP, TCP and TLS, client to client under
@@ -190,49 +153,4 @@ signal.tls_key = %q
 	if err := (&relay{client: client, conn: relayConn}).echo(echoPeer(t), []byte("after reload")); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// startUDPEchoTool runs coturn's turnutils_peer as the echo peer and returns its port.
-func startUDPEchoTool(t *testing.T) int {
-	t.Helper()
-	path := testenv.Tool(t, "turnutils_peer", "coturn")
-	port := freePort(t)
-	cmd := exec.Command(path, "-p", strconv.Itoa(port), "-L", "127.0.0.1")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	c, _ := net.ListenPacket("udp4", "127.0.0.1:0")
-	defer c.Close()
-	buf := make([]byte, 16)
-	for range 100 {
-		c.WriteTo([]byte("ping"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
-		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		if _, _, err := c.ReadFrom(buf); err == nil {
-			return port
-		}
-	}
-	t.Fatal("turnutils_peer does not echo")
-	return 0
-}
-
-func runUclient(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	path := testenv.Tool(t, "turnutils_uclient", "coturn")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()
-	return string(out), err
-}
-
-var uclientTotals = regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)`)
-
-// uclientNoLoss reports whether uclient's last summary shows everything sent came back.
-func uclientNoLoss(out string) bool {
-	all := uclientTotals.FindAllStringSubmatch(out, -1)
-	if len(all) == 0 {
-		return false
-	}
-	last := all[len(all)-1]
-	return last[1] != "0" && last[1] == last[2] && strings.Contains(out, "Total lost packets 0 (0.000000%)")
 }

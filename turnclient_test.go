@@ -1,16 +1,112 @@
+// TURN clients (pion's and coturn's tools), echo peers and certificates for the process-level
+// tests.
 package main
 
 import (
 	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
 	"fmt"
+	"icehub/auth"
+	"icehub/internal/testenv"
+	"math/big"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
-
-	"icehub/auth"
 )
+
+const hardSecret = "hardening-secret-0123"
+
+func hardCreds(t *testing.T, user string) auth.Credentials {
+	t.Helper()
+	ring, err := auth.NewRing(auth.Config{Secrets: []string{hardSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, err := ring.Mint(user, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cr
+}
+
+// clientToClient allocates two relays for user and checks they reach each other: the
+// default filter's own-relay exception, so it needs no allow_peers.
+func clientToClient(t *testing.T, p *proc, user string) {
+	t.Helper()
+	cr := hardCreds(t, user)
+	a, err := allocate(t, p.turn, cr.Username, cr.Password)
+	if err != nil {
+		t.Fatalf("allocate: %v", err)
+	}
+	b, err := allocate(t, p.turn, cr.Username, cr.Password)
+	if err != nil {
+		t.Fatalf("allocate: %v", err)
+	}
+	if err := a.client.CreatePermission(b.conn.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.client.CreatePermission(a.conn.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	for try := 0; ; try++ {
+		if _, err := a.conn.WriteTo([]byte("c2c"), b.conn.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+		b.conn.SetReadDeadline(time.Now().Add(time.Second))
+		if n, _, err := b.conn.ReadFrom(buf); err == nil && string(buf[:n]) == "c2c" {
+			break
+		}
+		if try == 4 {
+			t.Fatal("relay to relay: nothing arrived")
+		}
+	}
+	a.conn.Close()
+	b.conn.Close()
+	a.client.Close()
+	b.client.Close()
+}
+
+func stunCode(err error) int {
+	var te *stun.TurnError
+	if errors.As(err, &te) {
+		return int(te.ErrorCodeAttr.Code)
+	}
+	var tv stun.TurnError
+	if errors.As(err, &tv) {
+		return int(tv.ErrorCodeAttr.Code)
+	}
+	return 0
+}
+
+func mint(t *testing.T, secret, user string, ttl time.Duration) auth.Credentials {
+	t.Helper()
+	r, err := auth.NewRing(auth.Config{Secrets: []string{secret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.Mint(user, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
 
 // echoPeer is a UDP echo server on loopback, the "peer" a relay sends to.
 func echoPeer(t *testing.T) *net.UDPAddr {
@@ -102,4 +198,74 @@ func tcpTURNClient(t *testing.T, turnPort int, cr auth.Credentials) (*turn.Clien
 		t.Fatal(err)
 	}
 	return c, conn
+}
+
+// writeCert writes a self-signed certificate for 127.0.0.1 with the given serial and returns
+// the cert and key paths and a pool that trusts it.
+func writeCert(t *testing.T, dir string, serial int64) (certPath, keyPath string, pool *x509.CertPool) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "icehub test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	leaf, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(leaf)
+	return certPath, keyPath, pool
+}
+
+// startUDPEchoTool runs coturn's turnutils_peer as the echo peer and returns its port.
+func startUDPEchoTool(t *testing.T) int {
+	t.Helper()
+	path := testenv.Tool(t, "turnutils_peer", "coturn")
+	port := freePort(t)
+	cmd := exec.Command(path, "-p", strconv.Itoa(port), "-L", "127.0.0.1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	c, _ := net.ListenPacket("udp4", "127.0.0.1:0")
+	defer c.Close()
+	buf := make([]byte, 16)
+	for range 100 {
+		c.WriteTo([]byte("ping"), &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, _, err := c.ReadFrom(buf); err == nil {
+			return port
+		}
+	}
+	t.Fatal("turnutils_peer does not echo")
+	return 0
+}
+
+func runUclient(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	path := testenv.Tool(t, "turnutils_uclient", "coturn")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, path, args...).CombinedOutput()
+	return string(out), err
+}
+
+var uclientTotals = regexp.MustCompile(`tot_send_msgs=(\d+), tot_recv_msgs=(\d+)`)
+
+// uclientNoLoss reports whether uclient's last summary shows everything sent came back.
+func uclientNoLoss(out string) bool {
+	all := uclientTotals.FindAllStringSubmatch(out, -1)
+	if len(all) == 0 {
+		return false
+	}
+	last := all[len(all)-1]
+	return last[1] != "0" && last[1] == last[2] && strings.Contains(out, "Total lost packets 0 (0.000000%)")
 }

@@ -21,7 +21,7 @@ import (
 	"icehub/turnserver/internal/stunwire"
 )
 
-// Helpers for the hardening tests (attack_test.go, flood_test.go, findings_test.go): a server
+// Helpers for the abuse tests (abuse_test.go, flood_test.go, permission_test.go): a server
 // with its own Prometheus registry, a raw STUN/TURN client that can put any bytes on the wire,
 // and "sinks" — listeners that must never receive anything the relay was asked to forward.
 
