@@ -46,7 +46,7 @@ func TestHardeningFDLimit(t *testing.T) {
 // TestFDExhaustionTURNTCPRecovers: a TCP client that connects to the TURN port while the
 // process is out of descriptors must not stop the TURN TCP listener for good. pion's accept
 // loop returns on the first Accept error (EMFILE included), so without a retrying listener
-// underneath, TURN over TCP (and TLS) stays dead until a restart. See the hardening report.
+// underneath, TURN over TCP (and TLS) stays dead until a restart.
 func TestFDExhaustionTURNTCPRecovers(t *testing.T) {
 	prlimit := testenv.Tool(t, "prlimit", "util-linux")
 	p := startIcehubWrapped(t, []string{prlimit, "--nofile=64:64"},

@@ -10,8 +10,7 @@ import (
 	"github.com/pion/stun/v4"
 )
 
-// Tests for defects the hardening pass found. They assert the intended behaviour; see the
-// hardening report for the fix each needs.
+// The own-relay exception and per-packet refusals of the peer filter.
 
 // TestOwnRelayExceptionIsPerTransport: the own-relay exception ("a peer that is one of this
 // server's relay addresses is always allowed") must hold per transport. A UDP relay on port
