@@ -82,9 +82,37 @@ func (r *Router) OneToOne(ctx context.Context, public, private netip.Addr) error
     type nat hook postrouting priority srcnat; policy accept;
     oifname %[3]q %[1]s saddr %[5]s snat to %[4]s
   }
+  counter %[7]s {}
+  chain filter_in {
+    type filter hook input priority filter; policy accept;
+    iifname %[6]q %[1]s daddr %[4]s counter name %[7]s
+  }
 }
-`, fam, natTable, pubIf, public, private)
+`, fam, natTable, pubIf, public, private, lanIf, unturnedCounter)
 	return r.replaceTable(ctx, fam, natTable, rules)
+}
+
+// unturnedCounter counts what the LAN sent to the public address and the router kept: packets
+// a hairpin rule would have turned around.
+const unturnedCounter = "lan_to_public"
+
+// Unturned returns how many packets the LAN sent to the public address of a OneToOne router
+// that ended at the router itself (no hairpin rule turned them around).
+func (r *Router) Unturned(ctx context.Context) (int, error) {
+	for _, fam := range []string{"ip", "ip6"} {
+		out, err := r.Run(ctx, "nft", "list", "counter", fam, natTable, unturnedCounter)
+		if err != nil {
+			continue
+		}
+		var n int
+		if i := strings.Index(out, "packets "); i >= 0 {
+			if _, err := fmt.Sscan(out[i+len("packets "):], &n); err == nil {
+				return n, nil
+			}
+		}
+		return 0, fmt.Errorf("netlab: unreadable counter: %s", out)
+	}
+	return 0, fmt.Errorf("netlab: %s has no 1:1 NAT", r.Short)
 }
 
 // Hairpin adds (on) or removes the rule that turns a private host's packet to its own public

@@ -159,6 +159,10 @@ func TestNATBehaviours(t *testing.T) {
 	if got := seenAs(t, self, "203.0.113.3:7")[0]; got != "" {
 		t.Fatalf("without hairpin the server reached itself at its public address: %q", got)
 	}
+	kept, err := r.Unturned(ctx)
+	if err != nil || kept == 0 {
+		t.Fatalf("the router counted %d packets to its public address from the LAN (%v)", kept, err)
+	}
 	if err := r.Hairpin(ctx, pub, priv, true); err != nil {
 		t.Fatal(err)
 	}
@@ -167,6 +171,9 @@ func TestNATBehaviours(t *testing.T) {
 	defer hp.Close()
 	if got := seenAs(t, hp, "203.0.113.3:7")[0]; !strings.HasPrefix(got, "203.0.113.3:") {
 		t.Fatalf("with hairpin the server saw %q, want its public address", got)
+	}
+	if n, _ := r.Unturned(ctx); n != kept {
+		t.Fatalf("hairpinned packets counted as kept: %d, was %d", n, kept)
 	}
 	if err := r.Hairpin(ctx, pub, priv, false); err != nil {
 		t.Fatal(err)
