@@ -55,6 +55,12 @@ func (r *Router) SetNAT(ctx context.Context, kind NAT) error {
 	fmt.Fprintf(&b, "table inet %s {\n", natTable)
 	fmt.Fprintf(&b, "  chain nat_post {\n    type nat hook postrouting priority srcnat; policy accept;\n")
 	fmt.Fprintf(&b, "    oifname %q %s\n  }\n", pubIf, masq)
+	// Unsolicited packets to the router itself are dropped before conntrack confirms an
+	// entry for them. Otherwise the entry a peer's first hole-punching packet leaves behind
+	// would hold the very tuple the LAN host's answer maps onto, and the NAT would move that
+	// answer to another port: endpoint-independent mapping broken by its own firewall.
+	fmt.Fprintf(&b, "  chain filter_in {\n    type filter hook input priority filter; policy accept;\n")
+	fmt.Fprintf(&b, "    iifname %q ct state new drop\n  }\n", pubIf)
 	if kind == TCP443Only {
 		fmt.Fprintf(&b, "  chain filter_fwd {\n    type filter hook forward priority filter; policy drop;\n")
 		fmt.Fprintf(&b, "    ct state established,related accept\n")

@@ -5,6 +5,7 @@ package netlab
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os/exec"
@@ -252,5 +253,121 @@ func TestSweep(t *testing.T) {
 	}
 	if swept, err := Sweep(ctx); err != nil || len(swept) != 0 {
 		t.Fatalf("second sweep: %v %v", swept, err)
+	}
+}
+
+// natSite builds router "name" of the given kind with one LAN host; i picks its addresses.
+func natSite(t *testing.T, l *Lab, name string, kind NAT, i int) (*Router, *NS) {
+	t.Helper()
+	ctx := context.Background()
+	r, err := l.Router(ctx, name, []string{fmt.Sprintf("203.0.113.%d/24", 21+i)}, []string{fmt.Sprintf("192.0.2.%d/28", 16*i+1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetNAT(ctx, kind); err != nil {
+		t.Fatal(err)
+	}
+	h, err := r.Host(ctx, name+"-h", fmt.Sprintf("192.0.2.%d/28", 16*i+2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, h
+}
+
+// TestConeHolePunch: two hosts behind cone NATs, each knowing the other's mapped address
+// (from an echo server, as from STUN), reach each other once both have sent: the first packet
+// is dropped by the far NAT and must not make it move the far host's mapping.
+func TestConeHolePunch(t *testing.T) {
+	l := newTestLab(t)
+	if err := l.AddInternetAddrs(context.Background(), "203.0.113.10/24"); err != nil {
+		t.Fatal(err)
+	}
+	udpEcho(t, l.Internet(), "203.0.113.10:7")
+	_, ha := natSite(t, l, "a", Cone, 0)
+	_, hb := natSite(t, l, "b", Cone, 1)
+	a, err := ha.ListenPacket("udp4", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := hb.ListenPacket("udp4", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ma, mb := seenAs(t, a, "203.0.113.10:7")[0], seenAs(t, b, "203.0.113.10:7")[0]
+	toA, toB := net.UDPAddrFromAddrPort(netip.MustParseAddrPort(ma)), net.UDPAddrFromAddrPort(netip.MustParseAddrPort(mb))
+
+	a.WriteTo([]byte("punch"), toB) // dropped at b's NAT, but opens a's
+	buf := make([]byte, 100)
+	b.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, _, err := b.ReadFrom(buf); err == nil {
+		t.Fatal("an unsolicited packet crossed b's NAT")
+	}
+	for _, hop := range []struct {
+		from, to net.PacketConn
+		dst      net.Addr
+		want     string
+	}{{b, a, toA, mb}, {a, b, toB, ma}} {
+		hop.from.WriteTo([]byte("hello"), hop.dst)
+		hop.to.SetReadDeadline(time.Now().Add(time.Second))
+		_, from, err := hop.to.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("hole punching failed toward %s: %v", hop.dst, err)
+		}
+		if from.String() != hop.want {
+			t.Fatalf("came from %s, want the sender's mapped address %s", from, hop.want)
+		}
+	}
+}
+
+// TestTCP443Only: behind the firewall UDP gets nowhere and TCP gets out only to port 443.
+func TestTCP443Only(t *testing.T) {
+	l := newTestLab(t)
+	ctx := context.Background()
+	if err := l.AddInternetAddrs(ctx, "203.0.113.10/24"); err != nil {
+		t.Fatal(err)
+	}
+	udpEcho(t, l.Internet(), "203.0.113.10:7")
+	for _, port := range []string{"443", "80"} {
+		ln, err := l.Internet().Listen("tcp4", "203.0.113.10:"+port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte(c.RemoteAddr().String()))
+				c.Close()
+			}
+		}()
+	}
+	_, h := natSite(t, l, "fw", TCP443Only, 0)
+	pc, err := h.ListenPacket("udp4", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if got := seenAs(t, pc, "203.0.113.10:7")[0]; got != "" {
+		t.Fatalf("UDP crossed the firewall: %s", got)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	c, err := h.Dial(dctx, "tcp4", "203.0.113.10:443")
+	if err != nil {
+		t.Fatalf("TCP to 443: %v", err)
+	}
+	got, _ := io.ReadAll(c)
+	c.Close()
+	if !strings.HasPrefix(string(got), "203.0.113.21:") {
+		t.Fatalf("the server saw %q, want the NAT's address", got)
+	}
+	if c, err := h.Dial(dctx, "tcp4", "203.0.113.10:80"); err == nil {
+		c.Close()
+		t.Fatal("TCP to port 80 crossed the firewall")
 	}
 }

@@ -101,6 +101,16 @@ func (n *NS) ListenPacket(network, addr string) (net.PacketConn, error) {
 	return pc, err
 }
 
+// Listen is net.Listen inside the namespace.
+func (n *NS) Listen(network, addr string) (net.Listener, error) {
+	var l net.Listener
+	err := n.Do(func() (err error) {
+		l, err = net.Listen(network, addr)
+		return err
+	})
+	return l, err
+}
+
 // Dial is net.Dialer.DialContext inside the namespace.
 func (n *NS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
 	var c net.Conn

@@ -1,0 +1,120 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"icehub/internal/testenv"
+)
+
+// browserServer is where the browsers' hub runs: behind the 1:1 NAT, with public_ip. Relay
+// to relay between two allocations of one server needs the hairpin rule until icehub
+// delivers such datagrams inside the process (issue 12, case 3); then "nat" will do too.
+const browserServer = "nat-hairpin"
+
+// TestNATBrowsers (case 4): two headless Chromiums, each in its own NAT'd namespace, meet in
+// the two-party demo (/call.html) through the hub, which serves HTTPS, WSS and TURN over
+// TLS on one port, 443. Cone to cone connects directly; symmetric to symmetric connects only
+// through the relay, and fails when the hub hands out no TURN URLs; a browser that can only
+// reach TCP 443 connects to a cone one through turns: on the shared port.
+func TestNATBrowsers(t *testing.T) {
+	chromium := testenv.Chromium(t)
+	w := newWorld(t)
+	srv := w.servers[browserServer]
+	base := "https://" + srv.public
+
+	for _, c := range []struct {
+		a, b    string
+		noTURN  bool
+		connect bool
+		check   func(t *testing.T, a, b selectedPair)
+	}{
+		{a: "cone", b: "cone2", connect: true, check: func(t *testing.T, a, b selectedPair) {
+			for _, p := range []selectedPair{a, b} {
+				if p.Local == "relay" || p.Remote == "relay" {
+					t.Fatalf("cone to cone went through the relay (%s); the NATs let a direct path through", p)
+				}
+			}
+		}},
+		{a: "sym", b: "sym2", connect: true, check: func(t *testing.T, a, b selectedPair) {
+			for _, p := range []selectedPair{a, b} {
+				if p.Local != "relay" && p.Remote != "relay" {
+					t.Fatalf("symmetric to symmetric without the relay (%s): the NATs should not allow that", p)
+				}
+			}
+		}},
+		{a: "sym", b: "sym2", noTURN: true},
+		{a: "tcp443", b: "cone", connect: true, check: func(t *testing.T, a, b selectedPair) {
+			if a.Local != "relay" || a.RelayProtocol != "tls" {
+				t.Fatalf("the TCP-443-only browser's path is %s, want its relay candidate over TLS", a)
+			}
+		}},
+	} {
+		name := c.a + "↔" + c.b
+		if c.noTURN {
+			name += " without TURN URLs"
+		}
+		t.Run(name, func(t *testing.T) {
+			o := hubOpts{}
+			if c.noTURN {
+				o.iceURLs = []string{"stun:" + srv.public + ":3478"}
+			}
+			startHub(t, srv, o)
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			room := strings.NewReplacer("↔", "-", " ", "-").Replace(name)
+			pa := openCall(t, ctx, chromium, w.clients[c.a], base, room)
+			if err := pa.WaitFor(ctx, `window.__natlab.pcs.length > 0 || document.readyState === 'complete'`); err != nil {
+				t.Fatalf("%s: page did not load: %v", c.a, err)
+			}
+			start := time.Now()
+			pb := openCall(t, ctx, chromium, w.clients[c.b], base, room)
+			pages := []*callPage{pa, pb}
+
+			if !c.connect {
+				for _, p := range pages {
+					for _, u := range p.urls(ctx) {
+						if strings.HasPrefix(u, "turn") {
+							t.Fatalf("%s was handed %s although the hub withholds TURN", p.name, u)
+						}
+					}
+				}
+				for _, p := range pages {
+					if err := p.WaitFor(ctx, `window.__natlab.failed() || window.__natlab.connected()`); err != nil {
+						t.Fatalf("%s: ICE neither failed nor connected: %v", p.name, err)
+					}
+					var connected bool
+					_ = p.Eval(ctx, `window.__natlab.connected()`, &connected)
+					if connected {
+						sp, _ := p.selected(ctx)
+						t.Fatalf("%s connected without TURN (%s): the test proves nothing", p.name, sp)
+					}
+				}
+				t.Logf("case 4 | %-28s | ICE failed on both sides after %.1fs (urls %v)", name, time.Since(start).Seconds(), pa.urls(ctx))
+				return
+			}
+
+			var pairs []selectedPair
+			for _, p := range pages {
+				if err := p.WaitFor(ctx, `window.__natlab.connected()`); err != nil {
+					t.Fatalf("%s did not connect: %v", p.name, err)
+				}
+				// Connected means ICE and DTLS completed; wait for data to have crossed as well.
+				if err := p.WaitFor(ctx, `window.__natlab.selected().then(s => s && s.bytesReceived > 0)`); err != nil {
+					t.Fatalf("%s: nothing received on the selected pair: %v", p.name, err)
+				}
+				sp, err := p.selected(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pairs = append(pairs, sp)
+			}
+			t.Logf("case 4 | %-28s | connected in %.1fs | %s: %s | %s: %s", name, time.Since(start).Seconds(), c.a, pairs[0], c.b, pairs[1])
+			c.check(t, pairs[0], pairs[1])
+		})
+	}
+}
