@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -98,15 +99,23 @@ func TestNATBrowsers(t *testing.T) {
 				return
 			}
 
-			var pairs []selectedPair
 			for _, p := range pages {
 				if err := p.WaitFor(ctx, `window.__natlab.connected()`); err != nil {
 					t.Fatalf("%s did not connect: %v", p.name, err)
 				}
-				// Connected means ICE and DTLS completed; wait for data to have crossed as well.
-				if err := p.WaitFor(ctx, `window.__natlab.selected().then(s => s && s.bytesReceived > 0)`); err != nil {
-					t.Fatalf("%s: nothing received on the selected pair: %v", p.name, err)
+			}
+			// Connected means ICE and DTLS completed; a message each way proves data crosses.
+			for _, m := range []struct{ from, to *callPage }{{pa, pb}, {pb, pa}} {
+				text := "natlab from " + m.from.name
+				if err := m.from.WaitFor(ctx, fmt.Sprintf(`window.__natlab.send(%q)`, text)); err != nil {
+					t.Fatalf("%s: the probe channel never opened: %v", m.from.name, err)
 				}
+				if err := m.to.WaitFor(ctx, fmt.Sprintf(`window.__natlab.received.includes(%q)`, text)); err != nil {
+					t.Fatalf("%s never received %q: %v", m.to.name, text, err)
+				}
+			}
+			var pairs []selectedPair
+			for _, p := range pages {
 				sp, err := p.selected(ctx)
 				if err != nil {
 					t.Fatal(err)

@@ -13,15 +13,20 @@ import (
 
 // pcHook runs in every page before the page's own scripts. It wraps RTCPeerConnection so the
 // test can see each connection the page makes — its configuration, its states, and the
-// candidate pair it selected — however the page itself is written.
+// candidate pair it selected — however the page itself is written. It also gives every
+// connection a pre-negotiated data channel (id 1017, so no renegotiation and no help from the
+// page) through which the test sends its own messages across the path ICE picked.
 const pcHook = `(() => {
   const Orig = window.RTCPeerConnection;
-  const lab = window.__natlab = {pcs: [], configs: [], states: []};
+  const lab = window.__natlab = {pcs: [], configs: [], states: [], probes: [], received: []};
   function Wrapped(...args) {
     const pc = new Orig(...args);
     lab.pcs.push(pc);
     lab.configs.push(JSON.parse(JSON.stringify(args[0] || {})));
-    const note = () => lab.states.push(pc.iceConnectionState + '/' + pc.connectionState);
+    const probe = pc.createDataChannel('natlab-probe', {negotiated: true, id: 1017});
+    probe.onmessage = e => lab.received.push(e.data);
+    lab.probes.push(probe);
+    const note = () => lab.states.push(Math.round(performance.now()) + 'ms ' + pc.iceConnectionState + '/' + pc.connectionState);
     pc.addEventListener('iceconnectionstatechange', note);
     pc.addEventListener('connectionstatechange', note);
     return pc;
@@ -29,6 +34,12 @@ const pcHook = `(() => {
   Wrapped.prototype = Orig.prototype;
   Object.setPrototypeOf(Wrapped, Orig);
   window.RTCPeerConnection = Wrapped;
+  lab.send = text => {
+    const ch = lab.probes.find(c => c.readyState === 'open');
+    if (!ch) return false;
+    ch.send(text);
+    return true;
+  };
   lab.connected = () => lab.pcs.some(pc => pc.connectionState === 'connected');
   lab.failed = () => lab.pcs.some(pc => pc.iceConnectionState === 'failed' || pc.connectionState === 'failed');
   lab.urls = () => lab.configs.flatMap(c => (c.iceServers || []).flatMap(s => [].concat(s.urls || [])));
@@ -43,8 +54,7 @@ const pcHook = `(() => {
       const l = stats.get(pair.localCandidateId), r = stats.get(pair.remoteCandidateId);
       return {local: l.candidateType, remote: r.candidateType,
         localAddr: l.address + ':' + l.port, remoteAddr: r.address + ':' + r.port,
-        protocol: l.protocol, relayProtocol: l.relayProtocol || '',
-        bytesSent: pair.bytesSent || 0, bytesReceived: pair.bytesReceived || 0};
+        protocol: l.protocol, relayProtocol: l.relayProtocol || ''};
     }
     return null;
   };
@@ -58,8 +68,6 @@ type selectedPair struct {
 	RemoteAddr    string `json:"remoteAddr"`
 	Protocol      string `json:"protocol"`
 	RelayProtocol string `json:"relayProtocol"`
-	BytesSent     int64  `json:"bytesSent"`
-	BytesReceived int64  `json:"bytesReceived"`
 }
 
 func (p selectedPair) String() string {
