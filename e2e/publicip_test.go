@@ -41,7 +41,7 @@ func TestNATPublicIP(t *testing.T) {
 				}
 			}
 
-			relayed, err := peerSendsFirst(t, w, cl, srv)
+			relayed, seenFrom, err := peerSendsFirst(t, w, cl, srv)
 			switch {
 			case set && err != nil:
 				t.Fatalf("a peer sending to the relayed address %s: %v", relayed, err)
@@ -52,15 +52,16 @@ func TestNATPublicIP(t *testing.T) {
 			if err != nil {
 				outcome = "fails: " + err.Error()
 			}
-			t.Logf("public_ip | %-15s | uclient echo lost %s | relayed %s | a peer sending to it first %s", name, r.lost, relayed, outcome)
+			t.Logf("public_ip | %-15s | uclient echo lost %s | relayed %s, seen by the peer as %s | a peer sending to it first %s", name, r.lost, relayed, seenFrom, outcome)
 		})
 	}
 }
 
 // peerSendsFirst allocates with pion's client from cl, has it open a permission toward a
 // peer socket on the Internet, then has the peer send to the relayed address the server
-// advertised. It returns that address and nil when the datagram arrived through the relay.
-func peerSendsFirst(t *testing.T, w *world, cl, srv *site) (net.Addr, error) {
+// advertised. It returns that address, the address the peer saw the relay's packets come
+// from, and nil when the peer's datagram arrived through the relay.
+func peerSendsFirst(t *testing.T, w *world, cl, srv *site) (relayed, seenFrom net.Addr, err error) {
 	t.Helper()
 	ring, err := auth.NewRing(auth.Config{Secrets: []string{labSecret}})
 	if err != nil {
@@ -100,7 +101,6 @@ func peerSendsFirst(t *testing.T, w *world, cl, srv *site) (net.Addr, error) {
 
 	// The client's first send installs the permission for the peer's address.
 	buf := make([]byte, 1500)
-	var seenFrom net.Addr
 	for range 10 {
 		if _, err := relay.WriteTo([]byte("from the client"), peer.LocalAddr()); err != nil {
 			t.Fatal(err)
@@ -114,7 +114,6 @@ func peerSendsFirst(t *testing.T, w *world, cl, srv *site) (net.Addr, error) {
 	if seenFrom == nil {
 		t.Fatal("the peer never heard from the client through the relay")
 	}
-	t.Logf("the peer sees the relay's packets come from %s; the client was told %s", seenFrom, relay.LocalAddr())
 
 	got := make(chan error, 1)
 	go func() {
@@ -134,9 +133,9 @@ func peerSendsFirst(t *testing.T, w *world, cl, srv *site) (net.Addr, error) {
 	}
 	if err := <-got; err != nil {
 		if sendErr != nil {
-			return relay.LocalAddr(), sendErr
+			return relay.LocalAddr(), seenFrom, sendErr
 		}
-		return relay.LocalAddr(), err
+		return relay.LocalAddr(), seenFrom, err
 	}
-	return relay.LocalAddr(), nil
+	return relay.LocalAddr(), seenFrom, nil
 }
