@@ -23,6 +23,7 @@ const browserServer = "nat-hairpin"
 // through the relay, and fails when the hub hands out no TURN URLs; a browser that can only
 // reach TCP 443 connects to a cone one through turns: on the shared port.
 func TestNATBrowsers(t *testing.T) {
+	testenv.Long(t)
 	chromium := testenv.Chromium(t)
 	w := newWorld(t)
 	srv := w.servers[browserServer]

@@ -18,9 +18,10 @@ import (
 	"icehub/internal/testenv"
 )
 
-// coturnTools skips unless coturn's programs are installed.
+// coturnTools skips under -short, and unless coturn's programs are installed.
 func coturnTools(t *testing.T) {
 	t.Helper()
+	testenv.Long(t)
 	for _, tool := range []string{"turnutils_uclient", "turnutils_peer", "turnutils_stunclient", "turnutils_natdiscovery", "turnserver"} {
 		testenv.Tool(t, tool, "coturn")
 	}

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,8 +84,14 @@ func (l *Lab) Namespaces() []*NS {
 	return append([]*NS(nil), l.nss...)
 }
 
+// shortName is what a namespace's name inside a lab may be: what Sweep recognises.
+var shortName = regexp.MustCompile(`^[a-z0-9-]+$`)
+
 // newNS creates namespace l.name+short with its loopback up.
 func (l *Lab) newNS(ctx context.Context, short string) (*NS, error) {
+	if !shortName.MatchString(short) {
+		return nil, fmt.Errorf("netlab: namespace name %q: use a-z, 0-9 and -", short)
+	}
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()

@@ -222,7 +222,7 @@ func TestSweep(t *testing.T) {
 	if err := dead.Run(); err != nil {
 		t.Fatal(err)
 	}
-	stale := fmt.Sprintf("%s%d-1-inet", Prefix, dead.Process.Pid)
+	stale := fmt.Sprintf("%s%d-1-cone-h", Prefix, dead.Process.Pid) // names may hold "-"
 	foreign := fmt.Sprintf("icehub-other-%d", dead.Process.Pid)
 	for _, n := range []string{stale, foreign} {
 		if err := ipCmd(ctx, "netns", "add", n); err != nil {

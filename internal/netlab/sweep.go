@@ -13,7 +13,7 @@ import (
 )
 
 // labName matches the namespaces a lab makes: Prefix, the owner's pid, the lab's number.
-var labName = regexp.MustCompile(`^` + regexp.QuoteMeta(Prefix) + `(\d+)-\d+-[a-z0-9]+$`)
+var labName = regexp.MustCompile(`^` + regexp.QuoteMeta(Prefix) + `(\d+)-\d+-[a-z0-9-]+$`)
 
 // Sweep deletes the namespaces of labs whose owner process is gone (a test binary that
 // crashed or was killed before its cleanup ran), with whatever still runs inside them, and
