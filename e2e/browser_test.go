@@ -12,16 +12,17 @@ import (
 	"icehub/internal/testenv"
 )
 
-// browserServer is where the browsers' hub runs: behind the 1:1 NAT, with public_ip. Relay
-// to relay between two allocations of one server needs the hairpin rule until icehub
-// delivers such datagrams inside the process (issue 12, case 3); then "nat" will do too.
-const browserServer = "nat-hairpin"
+// browserServer is where the browsers' hub runs: behind the 1:1 NAT with public_ip and no
+// hairpin rule, the usual cloud VM. When ICE picks a relay-to-relay pair, the datagrams
+// between the two allocations never reach the NAT: icehub hands them over inside the process.
+const browserServer = "nat"
 
 // TestNATBrowsers (case 4): two headless Chromiums, each in its own NAT'd namespace, meet in
 // the two-party demo (/call.html) through the hub, which serves HTTPS, WSS and TURN over
 // TLS on one port, 443. Cone to cone connects directly; symmetric to symmetric connects only
-// through the relay, and fails when the hub hands out no TURN URLs; a browser that can only
-// reach TCP 443 connects to a cone one through turns: on the shared port.
+// through the relay (relay to relay too, with the pages' "relay only" switch, through a NAT
+// that does not hairpin), and fails when the hub hands out no TURN URLs; a browser that can
+// only reach TCP 443 connects to a cone one through turns: on the shared port.
 func TestNATBrowsers(t *testing.T) {
 	testenv.Long(t)
 	chromium := testenv.Chromium(t)
@@ -30,10 +31,11 @@ func TestNATBrowsers(t *testing.T) {
 	base := "https://" + srv.public
 
 	for _, c := range []struct {
-		a, b    string
-		noTURN  bool
-		connect bool
-		check   func(t *testing.T, a, b selectedPair)
+		a, b      string
+		noTURN    bool
+		relayOnly bool // the page's "relay only" switch (iceTransportPolicy "relay")
+		connect   bool
+		check     func(t *testing.T, a, b selectedPair)
 	}{
 		{a: "cone", b: "cone2", connect: true, check: func(t *testing.T, a, b selectedPair) {
 			for _, p := range []selectedPair{a, b} {
@@ -49,6 +51,13 @@ func TestNATBrowsers(t *testing.T) {
 				}
 			}
 		}},
+		{a: "sym", b: "sym2", relayOnly: true, connect: true, check: func(t *testing.T, a, b selectedPair) {
+			for _, p := range []selectedPair{a, b} {
+				if p.Local != "relay" || p.Remote != "relay" {
+					t.Fatalf("relay only, yet the pair is %s", p)
+				}
+			}
+		}},
 		{a: "sym", b: "sym2", noTURN: true},
 		{a: "tcp443", b: "cone", connect: true, check: func(t *testing.T, a, b selectedPair) {
 			if a.Local != "relay" || a.RelayProtocol != "tls" {
@@ -56,9 +65,12 @@ func TestNATBrowsers(t *testing.T) {
 			}
 		}},
 	} {
-		name := c.a + "↔" + c.b
+		name, extra := c.a+"↔"+c.b, ""
 		if c.noTURN {
 			name += " without TURN URLs"
+		}
+		if c.relayOnly {
+			name, extra = name+" relay only", "&relay=1"
 		}
 		t.Run(name, func(t *testing.T) {
 			o := hubOpts{}
@@ -66,15 +78,16 @@ func TestNATBrowsers(t *testing.T) {
 				o.iceURLs = []string{"stun:" + srv.public + ":3478"}
 			}
 			startHub(t, srv, o)
+			unturned, _ := srv.router.Unturned(context.Background())
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
 			room := strings.NewReplacer("↔", "-", " ", "-").Replace(name)
-			pa := openCall(t, ctx, chromium, w.clients[c.a], base, room)
+			pa := openCall(t, ctx, chromium, w.clients[c.a], base, room, extra)
 			if err := pa.WaitFor(ctx, `window.__natlab.pcs.length > 0 || document.readyState === 'complete'`); err != nil {
 				t.Fatalf("%s: page did not load: %v", c.a, err)
 			}
 			start := time.Now()
-			pb := openCall(t, ctx, chromium, w.clients[c.b], base, room)
+			pb := openCall(t, ctx, chromium, w.clients[c.b], base, room, extra)
 			pages := []*callPage{pa, pb}
 
 			if !c.connect {
@@ -86,11 +99,11 @@ func TestNATBrowsers(t *testing.T) {
 					}
 				}
 				for _, p := range pages {
-					if err := p.WaitFor(ctx, `window.__natlab.failed() || window.__natlab.connected()`); err != nil {
+					if err := p.WaitFor(ctx, `window.__natlab.failed() || window.__natlab.everConnected`); err != nil {
 						t.Fatalf("%s: ICE neither failed nor connected: %v", p.name, err)
 					}
 					var connected bool
-					_ = p.Eval(ctx, `window.__natlab.connected()`, &connected)
+					_ = p.Eval(ctx, `!!window.__natlab.everConnected`, &connected)
 					if connected {
 						sp, _ := p.selected(ctx)
 						t.Fatalf("%s connected without TURN (%s): the test proves nothing", p.name, sp)
@@ -125,6 +138,10 @@ func TestNATBrowsers(t *testing.T) {
 			}
 			t.Logf("case 4 | %-28s | connected in %.1fs | %s: %s | %s: %s", name, time.Since(start).Seconds(), c.a, pairs[0], c.b, pairs[1])
 			c.check(t, pairs[0], pairs[1])
+			// Relay to relay stays inside icehub: nothing for its own address reaches the NAT.
+			if n, _ := srv.router.Unturned(context.Background()); n != unturned {
+				t.Fatalf("%d datagrams from the server to its own public address reached the NAT", n-unturned)
+			}
 		})
 	}
 }

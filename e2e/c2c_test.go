@@ -12,9 +12,10 @@ import (
 // TestNATClientToClient (case 3): turnutils_uclient -y, two allocations on one server
 // sending to each other's relayed address as advertised, loses nothing — on a public
 // address, behind a 1:1 NAT with a hairpin rule, and behind one without. The relayed
-// addresses are public_ip:port, so without the fix in issue 12 (icehub delivering to its own
-// relay addresses inside the process) the data goes out to public_ip and the NAT drops it;
-// on failure the test says how many datagrams stopped at the NAT.
+// addresses are public_ip:port; icehub hands datagrams for its own relay addresses over
+// inside the process (issue 12), so none may reach the NAT. Before that, they went out to
+// public_ip and a NAT without hairpin dropped every one: on failure the test says how many
+// datagrams stopped at the NAT.
 func TestNATClientToClient(t *testing.T) {
 	coturnTools(t)
 	w := newWorld(t)
@@ -43,6 +44,11 @@ func TestNATClientToClient(t *testing.T) {
 							" stopped at the NAT, which does not hairpin: relayed data for the server's own relay addresses must be delivered inside the process (issue 12)"
 					}
 					t.Fatalf("client to client: sent %d, received %d, lost %q%s\n%s", r.sent, r.recv, r.lost, why, r.out)
+				}
+				if srv.router != nil {
+					if after, _ := srv.router.Unturned(context.Background()); after != before {
+						t.Fatalf("%d datagrams from the server to its own public address %s reached the NAT: own relays must be served inside the process", after-before, srv.public)
+					}
 				}
 				for _, a := range r.relays {
 					if hostOf(a) != srv.public {

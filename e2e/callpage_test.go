@@ -26,7 +26,12 @@ const pcHook = `(() => {
     const probe = pc.createDataChannel('natlab-probe', {negotiated: true, id: 1017});
     probe.onmessage = e => lab.received.push(e.data);
     lab.probes.push(probe);
-    const note = () => lab.states.push(Math.round(performance.now()) + 'ms ' + pc.iceConnectionState + '/' + pc.connectionState);
+    const note = () => {
+      lab.states.push(Math.round(performance.now()) + 'ms ' + pc.iceConnectionState + '/' + pc.connectionState);
+      // Remembered: a page may restart ICE at once after a failure (icehub.js does).
+      if (pc.iceConnectionState === 'failed' || pc.connectionState === 'failed') lab.everFailed = true;
+      if (pc.connectionState === 'connected') lab.everConnected = true;
+    };
     pc.addEventListener('iceconnectionstatechange', note);
     pc.addEventListener('connectionstatechange', note);
     return pc;
@@ -41,7 +46,7 @@ const pcHook = `(() => {
     return true;
   };
   lab.connected = () => lab.pcs.some(pc => pc.connectionState === 'connected');
-  lab.failed = () => lab.pcs.some(pc => pc.iceConnectionState === 'failed' || pc.connectionState === 'failed');
+  lab.failed = () => !!lab.everFailed;
   lab.urls = () => lab.configs.flatMap(c => (c.iceServers || []).flatMap(s => [].concat(s.urls || [])));
   lab.selected = async () => {
     for (const pc of lab.pcs) {
@@ -93,8 +98,9 @@ type callPage struct {
 
 // openCall starts Chromium inside cl's namespace (trusting the lab's self-signed certificate
 // the way a user clicking through would: --ignore-certificate-errors) and opens the demo's
-// two-party call page in room, with the camera off so no media device is needed.
-func openCall(t *testing.T, ctx context.Context, chromium string, cl *site, base, room string) *callPage {
+// two-party call page in room, with the camera off so no media device is needed; extra
+// adds query parameters (relay=1: the page's "relay only" switch).
+func openCall(t *testing.T, ctx context.Context, chromium string, cl *site, base, room, extra string) *callPage {
 	t.Helper()
 	flags := append(cdp.Flags(t.TempDir()), "--ignore-certificate-errors")
 	b, err := cdp.Launch(cl.host.Command(context.Background(), chromium, flags...))
@@ -109,7 +115,7 @@ func openCall(t *testing.T, ctx context.Context, chromium string, cl *site, base
 	if err := p.AddInitScript(ctx, pcHook); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Navigate(ctx, base+"/call.html?room="+room+"&autostart=1&video=0"); err != nil {
+	if err := p.Navigate(ctx, base+"/call.html?room="+room+"&autostart=1&video=0"+extra); err != nil {
 		t.Fatal(err)
 	}
 	cp := &callPage{name: cl.name, Page: p}

@@ -12,6 +12,7 @@
 # Usage (as root, from anywhere in the repository):
 #   deploy/natlab/run.sh                 # every case, ~5 minutes
 #   deploy/natlab/run.sh relays c2c      # some: binding relays publicip c2c browsers
+#   ICEHUB_E2E_BIN=/usr/local/bin/icehub deploy/natlab/run.sh   # test that binary, not this tree
 # Needs: go, iproute2, nftables, coturn (for turnutils_*), chromium.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
