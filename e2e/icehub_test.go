@@ -1,0 +1,155 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"icehub/internal/netlab"
+)
+
+const (
+	labSecret  = "natlab-shared-secret"
+	relayPorts = "50000-50999"
+)
+
+// hubOpts are the settings a case varies.
+type hubOpts struct {
+	noPublicIP bool     // leave turn.public_ip unset behind the 1:1 NAT (the misconfiguration)
+	iceURLs    []string // signal.ice_urls; empty: derived from the listeners and public_ip
+}
+
+// hub is one icehub process running in a server site.
+type hub struct {
+	site *site
+	cfg  string
+	mu   sync.Mutex
+	logs strings.Builder
+}
+
+// startHub runs the icehub binary in s.host with STUN/TURN on :3478 (UDP and TCP) and TURN
+// over TLS, HTTPS and WSS sharing :443, peers allowed in the documentation ranges only.
+func startHub(t *testing.T, s *site, o hubOpts) *hub {
+	t.Helper()
+	bin := icehubBinary(t)
+	dir := t.TempDir()
+	cert, key := writeLabCert(t, dir)
+	listen := []string{fmt.Sprintf("%q", net.JoinHostPort(s.private, "3478"))}
+	if s.ip6 != "" {
+		listen = append(listen, fmt.Sprintf("%q", net.JoinHostPort(s.ip6, "3478")))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "server.shutdown_timeout = \"2s\"\nauth.secrets = [%q]\nadmin.listen = \"\"\n", labSecret)
+	fmt.Fprintf(&b, "turn.listen = [%s]\nturn.relay_ports = %q\n", strings.Join(listen, ", "), relayPorts)
+	fmt.Fprintf(&b, "turn.allow_peers = [\"192.0.2.0/24\", \"198.51.100.0/24\", \"203.0.113.0/24\", \"2001:db8::/32\"]\n")
+	if s.router != nil && !o.noPublicIP {
+		fmt.Fprintf(&b, "turn.public_ip = %q\n", s.public)
+	}
+	tls := net.JoinHostPort(s.private, "443")
+	fmt.Fprintf(&b, "turn.tls_listen = [%q]\nturn.tls_cert = %q\nturn.tls_key = %q\n", tls, cert, key)
+	fmt.Fprintf(&b, "signal.listen = %q\nsignal.tls_cert = %q\nsignal.tls_key = %q\n", tls, cert, key)
+	if len(o.iceURLs) > 0 {
+		fmt.Fprintf(&b, "signal.ice_urls = [\"%s\"]\n", strings.Join(o.iceURLs, `", "`))
+	}
+	h := &hub{site: s, cfg: filepath.Join(dir, "server.toml")}
+	if err := os.WriteFile(h.cfg, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := s.host.Command(context.Background(), bin, "-config", h.cfg)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		var once sync.Once
+		for sc.Scan() {
+			h.mu.Lock()
+			h.logs.WriteString(sc.Text() + "\n")
+			h.mu.Unlock()
+			if strings.Contains(sc.Text(), "icehub ready") {
+				once.Do(func() { close(ready) })
+			}
+		}
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = netlab.KillGroup(cmd)
+		<-exited
+		if t.Failed() {
+			t.Logf("icehub in %s (%s):\n%s", s.name, h.cfg, h.Logs())
+		}
+	})
+	select {
+	case <-ready:
+	case <-exited:
+		t.Fatalf("icehub in %s exited before ready:\n%s", s.name, h.Logs())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("icehub in %s not ready in 20s:\n%s", s.name, h.Logs())
+	}
+	return h
+}
+
+// Logs returns what icehub has logged so far.
+func (h *hub) Logs() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.logs.String()
+}
+
+// writeLabCert writes a self-signed certificate for every server address of the lab.
+func writeLabCert(t *testing.T, dir string) (certPath, keyPath string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ips []net.IP
+	for _, a := range []string{"203.0.113.2", "203.0.113.3", "203.0.113.4", "198.51.100.2", "198.51.100.18", "2001:db8:1::2"} {
+		ips = append(ips, net.ParseIP(a))
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "icehub natlab"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IPAddresses: ips, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certPath, keyPath
+}
