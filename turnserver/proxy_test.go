@@ -353,3 +353,35 @@ func selfSignedCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
+
+// The answer credit follows the carried address too: one client behind the balancer that
+// spends its address's allowance on unauthenticated requests (401s cost more than they
+// carry) gets no more answers, while another client of the same balancer still does.
+func TestProxyHeaderAnswerCreditPerCarriedAddress(t *testing.T) {
+	ts := startServer(t, func(c *Config) {
+		c.Settings.ProxyFrom = balancerNet
+		c.Settings.AnswerAllowance, c.Settings.AnswerRefill = 256, 0
+	})
+	allocate := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), requestedUDP()).Raw
+	answered := func(client *net.TCPAddr) bool {
+		c := proxiedStream(t, ts.tcp, 2, client, auth.Credentials{})
+		if err := c.write(allocate); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err := c.br.Peek(1)
+		return err == nil
+	}
+	n := 0
+	for port := 1; port <= 10; port++ {
+		if answered(&net.TCPAddr{IP: net.ParseIP("203.0.113.10"), Port: port}) {
+			n++
+		}
+	}
+	if n == 0 || n == 10 {
+		t.Fatalf("%d of 10 unauthenticated requests from one carried address answered; want its allowance spent part way", n)
+	}
+	if !answered(&net.TCPAddr{IP: net.ParseIP("203.0.113.20"), Port: 1}) {
+		t.Fatal("another client behind the same balancer got no answer: the allowance was charged to the balancer")
+	}
+}
