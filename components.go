@@ -59,6 +59,7 @@ func turnSettings(t config.TURN) turnserver.Settings {
 		IntegrityBurst:        t.IntegrityBurst,
 		MaxConnsPerIP:         t.MaxConnsPerIP,
 		AllocateTimeout:       t.AllocateTimeout.Duration,
+		ProxyFrom:             config.Prefixes(t.ProxyFrom),
 	}
 }
 
@@ -89,6 +90,8 @@ func hubSettings(s config.Signal, cs *certs) icesignal.Settings {
 		ResumeBuffer:      s.ResumeBuffer,
 		IdleTimeout:       s.IdleTimeout.Duration,
 		ReadTimeout:       s.ReadTimeout.Duration,
+		ProxyFrom:         config.Prefixes(s.ProxyFrom),
+		ClientIPHeader:    s.ClientIPHeader,
 	}
 }
 

@@ -12,7 +12,7 @@ import (
 func TestHubDefaultsAreTheFileDefaults(t *testing.T) {
 	got := hubSettings(config.Default().Signal, &certs{})
 	want := icesignal.DefaultSettings()
-	got.AllowedOrigins, got.PublicOrigins, got.APIKeys = nil, nil, nil // empty lists either way
+	got.AllowedOrigins, got.PublicOrigins, got.APIKeys, got.ProxyFrom = nil, nil, nil, nil // empty lists either way
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("server.toml's [signal] defaults map to\n%+v\nsignal.DefaultSettings() is\n%+v", got, want)
 	}

@@ -44,6 +44,7 @@ var badValues = map[string]string{
 	"turn.tls_listen":               `["127.0.0.1:0"]`, // without a certificate
 	"turn.tls_cert":                 `"/nonexistent/cert.pem"`,
 	"turn.tls_key":                  `"/nonexistent/key.pem"`, // a key without a certificate
+	"turn.proxy_from":               `["0.0.0.0/0"]`,
 	"auth.secrets":                  `["short"]`,
 	"auth.ttl":                      `"0s"`,
 	"signal.listen":                 `"localhost"`,
@@ -65,6 +66,8 @@ var badValues = map[string]string{
 	"signal.read_timeout":           `"1ms"`,
 	"signal.tls_cert":               `"/nonexistent/cert.pem"`,
 	"signal.tls_key":                `"/nonexistent/key.pem"`,
+	"signal.proxy_from":             `["::/0"]`,
+	"signal.client_ip_header":       `"X-Real-IP"`,
 	"admin.listen":                  `"nowhere"`,
 	"cluster.redis_url":             `"redis://127.0.0.1:6379/not-a-db"`,
 	"cluster.member_ttl":            `"0s"`,

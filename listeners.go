@@ -7,6 +7,8 @@ import (
 	"net"
 	"slices"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"icehub/config"
 	"icehub/internal/portshare"
 	"icehub/turnserver"
@@ -23,17 +25,25 @@ type hubPort struct {
 	// are the decrypted TURN streams from share.
 	turnTLS     config.Addrs
 	turnStreams []net.Listener
+	proxy       *hubProxy // reads PROXY headers before TLS and the split
 }
 
 // bindHubPort binds signal.listen. When the same address is also in turn.tls_listen, one TLS
-// listener is split after the handshake: STUN to TURN, the rest to HTTP.
-func bindHubPort(cfg config.Config, cs *certs, log *slog.Logger) (*hubPort, error) {
+// listener is split after the handshake: STUN to TURN, the rest to HTTP. PROXY headers from
+// signal.proxy_from and turn.proxy_from are read first, before TLS (hubProxy).
+func bindHubPort(cfg config.Config, cs *certs, log *slog.Logger, reg prometheus.Registerer) (*hubPort, error) {
 	f := &hubPort{turnTLS: cfg.TURN.TLSListen, scheme: "http"}
-	ln, err := net.Listen("tcp", cfg.Signal.Listen)
+	shared := slices.Contains(cfg.TURN.TLSListen, cfg.Signal.Listen)
+	proxy, err := newHubProxy(cfg, shared, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := net.Listen("tcp", cfg.Signal.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("signal.listen: %w", err)
 	}
-	shared := slices.Contains(cfg.TURN.TLSListen, cfg.Signal.Listen)
+	f.proxy = proxy
+	ln := proxy.listen(raw)
 	if !shared {
 		f.http = ln
 		if f.tls = cs.signalConfig(); f.tls != nil {

@@ -108,7 +108,7 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 	if a.tlsMgr, err = loadCerts(cfg); err != nil {
 		return err
 	}
-	fr, err := bindHubPort(cfg, a.tlsMgr, log)
+	fr, err := bindHubPort(cfg, a.tlsMgr, log, reg)
 	if err != nil {
 		return err
 	}
@@ -225,6 +225,7 @@ func (a *app) apply(cfg config.Config) error {
 	// Nothing below can fail.
 	commitTURN()
 	commitHub()
+	a.port.proxy.set(cfg)
 	_ = a.ring.Set(secrets)
 	a.tlsMgr.swap(certs)
 	a.level.Set(parseLevel(cfg.Log.Level))

@@ -71,6 +71,8 @@ type TURN struct {
 	// OffloadInterfaces are the interfaces the XDP program attaches to; empty: the ones
 	// that carry the listen and relay addresses.
 	OffloadInterfaces []string `toml:"offload_interfaces"`
+	// ProxyFrom are the load balancers whose TCP/TLS connections start with a PROXY header.
+	ProxyFrom []Prefix `toml:"proxy_from"`
 }
 
 // Auth configures the TURN REST credential secrets.
@@ -105,6 +107,10 @@ type Signal struct {
 	// reading a whole HTTP request, body included (hijacked WebSockets are not affected).
 	IdleTimeout Duration `toml:"idle_timeout"`
 	ReadTimeout Duration `toml:"read_timeout"`
+	// ProxyFrom are the proxies trusted to say who the client is: a PROXY header before
+	// the connection's first byte, or ClientIPHeader in HTTP requests.
+	ProxyFrom      []Prefix `toml:"proxy_from"`
+	ClientIPHeader string   `toml:"client_ip_header"`
 }
 
 // Admin configures the metrics and health listener.
@@ -145,6 +151,7 @@ func Default() Config {
 			IntegrityBurst:        2000,
 			Offload:               "off",
 			OffloadInterfaces:     []string{},
+			ProxyFrom:             []Prefix{},
 		},
 		Auth: Auth{Secrets: []string{}, TTL: Duration{12 * time.Hour}},
 		Signal: Signal{
@@ -165,6 +172,8 @@ func Default() Config {
 			ResumeBuffer:      256,
 			IdleTimeout:       Duration{60 * time.Second},
 			ReadTimeout:       Duration{10 * time.Second},
+			ProxyFrom:         []Prefix{},
+			ClientIPHeader:    "X-Forwarded-For",
 		},
 		Admin:   Admin{Listen: "127.0.0.1:9641"},
 		Cluster: Cluster{MemberTTL: Duration{15 * time.Second}},

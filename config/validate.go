@@ -148,6 +148,9 @@ func (c *Config) validate(data []byte) error {
 	if c.Signal.ReadTimeout.Duration < time.Second {
 		return bad("signal.read_timeout", "must be 1s or more")
 	}
+	if err := c.validateProxies(bad); err != nil {
+		return err
+	}
 	// Start-up loads the certificates; so does -check, so a file it accepts starts.
 	for _, kp := range []struct{ table, cert, pkey string }{
 		{"turn", c.TURN.TLSCert, c.TURN.TLSKey},

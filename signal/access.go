@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"icehub/internal/proxyaddr"
 )
 
 // originAllowed applies the origin rules: a request without Origin is not from a browser
@@ -103,12 +105,19 @@ func (p *policy) keyPresented(r *http.Request) bool {
 	return ok == 1
 }
 
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+// clientIP is the address the per-IP limits and the logs know a request by: its
+// connection's peer (the client a PROXY header named, when the listener read one), or, when
+// that peer is in ProxyFrom, the client its ClientIPHeader names (proxyaddr.Client).
+func (p *policy) clientIP(r *http.Request) string {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host, _, err := net.SplitHostPort(r.RemoteAddr)
+		if err != nil {
+			return r.RemoteAddr
+		}
+		return host
 	}
-	return host
+	return proxyaddr.Client(ap.Addr(), r.Header, p.ipHeader, p.proxyFrom).String()
 }
 
 // api wraps an /api handler with CORS, preflight, API key and per-IP rate checks.
@@ -142,7 +151,7 @@ func (h *Hub) api(next http.HandlerFunc) http.Handler {
 			http.Error(w, "missing or wrong API key", http.StatusUnauthorized)
 			return
 		}
-		if ip, err := netip.ParseAddr(clientIP(r)); err == nil && !h.apiLimits.Allow(ip.Unmap(), time.Now()) {
+		if ip, err := netip.ParseAddr(pol.clientIP(r)); err == nil && !h.apiLimits.Allow(ip.Unmap(), time.Now()) {
 			w.Header().Set("Retry-After", "1")
 			http.Error(w, "too many requests", http.StatusTooManyRequests)
 			return

@@ -93,7 +93,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing or wrong API key", http.StatusUnauthorized)
 		return
 	}
-	ip := clientIP(r)
+	ip := pol.clientIP(r)
 	if ok, status := h.admit(ip, pol.sig.MaxConnsPerIP); !ok {
 		http.Error(w, http.StatusText(status), status)
 		return

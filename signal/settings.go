@@ -3,12 +3,16 @@ package signal
 import (
 	"errors"
 	"fmt"
-	"icehub/config"
 	"net"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"icehub/config"
+	"icehub/internal/proxyaddr"
 )
 
 // Settings are the hub's tunables. main maps server.toml's [signal] table onto them; a
@@ -36,6 +40,14 @@ type Settings struct {
 	ResumeWindow time.Duration // how long a session outlives a lost connection; 0: resume off
 	ResumeBuffer int           // frames a parked session may miss
 
+	// ProxyFrom are the reverse proxies trusted to name the client of a request in
+	// ClientIPHeader ("X-Forwarded-For" or "Forwarded"; empty: none), which the per-IP
+	// limits and the logs then use; requests from anywhere else are known by their
+	// connection's address, whatever they say. (main's listener also reads PROXY headers
+	// from these sources, before the hub sees the connection.)
+	ProxyFrom      []netip.Prefix
+	ClientIPHeader string
+
 	// For the http.Server that serves Handler, which main builds: the hub does not apply
 	// them, and a reload cannot change them.
 	IdleTimeout time.Duration
@@ -55,6 +67,7 @@ func DefaultSettings() Settings {
 		MessageBurst:      100,
 		ResumeWindow:      30 * time.Second,
 		ResumeBuffer:      256,
+		ClientIPHeader:    proxyaddr.XForwardedFor,
 		IdleTimeout:       60 * time.Second,
 		ReadTimeout:       10 * time.Second,
 	}
@@ -79,6 +92,9 @@ type policy struct {
 
 	resumeWindow time.Duration // 0: resume off
 	resumeBuffer int
+
+	proxyFrom []netip.Prefix
+	ipHeader  string // proxyaddr.XForwardedFor, proxyaddr.Forwarded or ""
 }
 
 // newPolicy checks s and compiles it; iceURLs contribute their hosts to the hub's own names.
@@ -101,6 +117,15 @@ func newPolicy(s Settings, iceURLs []string) (*policy, error) {
 	case s.ResumeWindow < 0 || s.ResumeBuffer < 1:
 		bad("resume_window must not be negative and resume_buffer must be 1 or more")
 	}
+	ipHeader, ok := proxyaddr.CanonicalHeader(s.ClientIPHeader)
+	if !ok {
+		bad("client_ip_header %q: must be X-Forwarded-For, Forwarded or empty", s.ClientIPHeader)
+	}
+	for _, p := range s.ProxyFrom {
+		if !p.IsValid() {
+			bad("proxy_from: invalid prefix")
+		}
+	}
 	p := &policy{
 		sig:          s,
 		origins:      make(map[string]bool),
@@ -112,6 +137,8 @@ func newPolicy(s Settings, iceURLs []string) (*policy, error) {
 		msgRate:      rate.Inf,
 		resumeWindow: s.ResumeWindow,
 		resumeBuffer: s.ResumeBuffer,
+		proxyFrom:    slices.Clone(s.ProxyFrom),
+		ipHeader:     ipHeader,
 	}
 	for _, o := range s.AllowedOrigins {
 		if o == "*" {

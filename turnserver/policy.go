@@ -1,6 +1,8 @@
 package turnserver
 
 import (
+	"net/netip"
+	"slices"
 	"time"
 
 	"icehub/internal/ratelimit"
@@ -20,6 +22,7 @@ type policy struct {
 	integrity       *ratelimit.PerAddr
 	maxConnsPerIP   int
 	allocateTimeout time.Duration
+	proxyFrom       []netip.Prefix
 }
 
 func newPolicy(s Settings, old *policy) *policy {
@@ -33,6 +36,7 @@ func newPolicy(s Settings, old *policy) *policy {
 		answerRefill:    s.AnswerRefill,
 		maxConnsPerIP:   s.MaxConnsPerIP,
 		allocateTimeout: s.AllocateTimeout,
+		proxyFrom:       slices.Clone(s.ProxyFrom),
 	}
 	if old != nil {
 		// Keep the buckets: a reload is no reason to forgive a flood. Their new rate is set

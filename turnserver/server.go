@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/pion/turn/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"icehub/auth"
 	"icehub/internal/ratelimit"
@@ -55,6 +56,9 @@ type Server struct {
 	live         atomic.Int64        // allocations whose deletion has not been logged yet
 	// preAuthIdle is how long a stream client may take per frame before it authenticated.
 	preAuthIdle time.Duration
+	// proxyRefused and proxyHeaderTimeout serve turn.proxy_from (proxy.go).
+	proxyRefused       *prometheus.CounterVec
+	proxyHeaderTimeout time.Duration
 
 	pion      *turn.Server
 	offload   *offloader // nil: user space only (offload_linux.go)
@@ -83,6 +87,10 @@ func New(cfg Config) (*Server, error) {
 		now: time.Now, preAuthIdle: cmp(cfg.preAuthIdle, preAuthIdle), challengeLen: challengeLen(cfg.Realm),
 	}
 	s.policy.Store(newPolicy(cfg.Settings, nil))
+	s.proxyHeaderTimeout = cfg.proxyHeaderTimeout
+	if s.proxyRefused, err = newProxyMetric(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("%w: metrics: %v", ErrConfig, err)
+	}
 	nUDP := cmp(cfg.UDPSockets, runtime.NumCPU())
 	portable := forcePortableUDP()
 
@@ -135,7 +143,7 @@ func New(cfg Config) (*Server, error) {
 				PacketConn: lst, RelayAddressGenerator: &sockGen, PermissionHandler: s.permissionHandler,
 			})
 		}
-		lns = append(lns, stream(ls.tcp, gen))
+		lns = append(lns, stream(s.proxied(ls.tcp), gen))
 		ls.udp, ls.tcp = nil, nil // the wrappers in pcs and lns own them now
 	}
 	for _, ap := range cfg.TLSListen {
@@ -143,7 +151,8 @@ func New(cfg Config) (*Server, error) {
 		if err != nil {
 			return closeAll(fmt.Errorf("%w: tls %s: %v", ErrListen, ap, err))
 		}
-		lns = append(lns, stream(tls.NewListener(ln, cfg.TLS), newGen(ap.Addr())))
+		// The PROXY header comes before the TLS handshake.
+		lns = append(lns, stream(tls.NewListener(s.proxied(ln), cfg.TLS), newGen(ap.Addr())))
 		s.addrs = append(s.addrs, ln.Addr())
 	}
 	for _, ln := range cfg.Streams {

@@ -32,7 +32,8 @@ type Config struct {
 	TLSListen []netip.AddrPort
 	TLS       *tls.Config
 	// Streams are extra listeners of already-decrypted TURN streams, such as the TURN half of
-	// a port shared with HTTPS. The server closes them on Close.
+	// a port shared with HTTPS. The server closes them on Close. Their owner reads PROXY
+	// headers (before the TLS handshake); Settings.ProxyFrom does not apply to them.
 	Streams []net.Listener
 	// Realm is sent in 401 challenges.
 	Realm string
@@ -64,6 +65,8 @@ type Config struct {
 	// preAuthIdle overrides how long a TCP/TLS client may take per frame before it has
 	// authenticated (tests shorten it); 0 means preAuthIdle.
 	preAuthIdle time.Duration
+	// proxyHeaderTimeout overrides proxyaddr.DefaultHeaderTimeout (tests shorten it).
+	proxyHeaderTimeout time.Duration
 }
 
 // OffloadXDP is Config.Offload's value for the XDP fast path (turn.offload = "xdp").
@@ -98,6 +101,10 @@ type Settings struct {
 	// AllocateTimeout closes a TCP or TLS connection that has no allocation by then,
 	// whatever it sends (RFC 6062 data connections excepted); 0: never.
 	AllocateTimeout time.Duration
+	// ProxyFrom are the load balancers whose TCP and TLS connections must start with a
+	// PROXY protocol header (v1 or v2); the client address it carries is the connection's
+	// for everything (proxy.go). UDP is not affected. Empty: no PROXY headers.
+	ProxyFrom []netip.Prefix
 }
 
 func (c Config) validate() error {
@@ -130,6 +137,11 @@ func (s Settings) validate() error {
 		return fmt.Errorf("%w: negative integrity check rate", ErrConfig)
 	case s.MaxConnsPerIP < 0 || s.AllocateTimeout < 0:
 		return fmt.Errorf("%w: negative connection limit", ErrConfig)
+	}
+	for _, p := range s.ProxyFrom {
+		if !p.IsValid() {
+			return fmt.Errorf("%w: invalid proxy_from prefix", ErrConfig)
+		}
 	}
 	return nil
 }

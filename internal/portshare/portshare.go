@@ -36,6 +36,9 @@ type Splitter struct {
 // Config configures New. HandshakeTimeout bounds the TLS handshake plus the first PeekLen
 // bytes, so a silent client cannot hold a goroutine (default 10s).
 type Config struct {
+	// Listener is the shared port. Whatever must come before the TLS handshake (a PROXY
+	// header) is its business: main hands a proxyaddr.Listener, which reads the header
+	// before Accept returns, so RemoteAddr is already the client's here.
 	Listener         net.Listener
 	TLS              *tls.Config
 	Logger           *slog.Logger
