@@ -127,6 +127,9 @@ func (a *admission) admit(b []byte, src net.Addr, r replier) ([]byte, bool) {
 	}
 	a.s.handoff.put(handoffID(src, string(info.Username)),
 		handedKey{user: user, key: key, expires: now.Add(handoffTTL)})
+	if h.Method() == stunwire.MethodRefresh {
+		a.s.noteRefresh0(msg, src, r)
+	}
 	if n, ok := r.(authNotifier); ok {
 		n.authenticated()
 	}

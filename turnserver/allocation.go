@@ -38,6 +38,7 @@ func (s *Server) eventHandler() turn.EventHandler {
 				r.owner.allocationDeleted(r)
 			}
 			s.offload.allocationDeleted(r) // adds what the kernel relayed to r's figures
+			s.reportEnded(r)
 			s.log.Info("turn allocation deleted", "user", user, "client", src.String(),
 				"transport", src.Network(), "relay", r.advertised.String(), "relay_transport", r.network,
 				"duration", s.now().Sub(r.start).Round(time.Millisecond),

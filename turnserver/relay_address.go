@@ -31,6 +31,14 @@ type relayAddresses struct {
 	// owner is the UDP listener socket this generator serves (its relays are opened through
 	// it, so the UDP loop can serve them); nil for stream listeners.
 	owner udpListener
+	// tls: its clients come through a TLS listener (for their usage records).
+	tls bool
+}
+
+// tlsGen marks g as the generator of a TLS listener.
+func tlsGen(g *relayAddresses) *relayAddresses {
+	g.tls = true
+	return g
 }
 
 var _ turn.RelayAddressGenerator = (*relayAddresses)(nil)
@@ -81,7 +89,7 @@ func (g *relayAddresses) AllocatePacketConn(conf turn.AllocateListenerConfig) (n
 	}
 	for _, p := range g.candidatePorts(conf.RequestedPort) {
 		bind := netip.AddrPortFrom(fr.bind, p)
-		rec := &relayRecord{network: "udp", advertised: netip.AddrPortFrom(fr.advertised, p), bind: bind, user: conf.UserID, owner: g.owner}
+		rec := &relayRecord{network: "udp", advertised: netip.AddrPortFrom(fr.advertised, p), bind: bind, user: conf.UserID, owner: g.owner, clientTLS: g.tls}
 		var conn net.PacketConn
 		var retry bool
 		if g.owner != nil {
@@ -124,7 +132,7 @@ func (g *relayAddresses) AllocateListener(conf turn.AllocateListenerConfig) (net
 		if err != nil {
 			continue
 		}
-		rec := &relayRecord{network: "tcp", advertised: netip.AddrPortFrom(fr.advertised, p), bind: bind, user: conf.UserID}
+		rec := &relayRecord{network: "tcp", advertised: netip.AddrPortFrom(fr.advertised, p), bind: bind, user: conf.UserID, clientTLS: g.tls}
 		g.s.relays.add(rec)
 		return &relayListener{Listener: ln, s: g.s, rec: rec}, net.TCPAddrFromAddrPort(rec.advertised), nil
 	}

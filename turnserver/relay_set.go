@@ -23,6 +23,11 @@ type relayRecord struct {
 	client   net.Addr
 	clientTr string
 	start    time.Time
+	// clientTLS: the client came through a TLS listener. refresh0 (unix ns) and clientGone
+	// are what the usage record's end reason is inferred from (usage.go).
+	clientTLS  bool
+	refresh0   atomic.Int64
+	clientGone atomic.Bool
 
 	bytesToPeer, bytesToClient atomic.Uint64
 	pktsToPeer, pktsToClient   atomic.Uint64
@@ -171,6 +176,14 @@ func (s *relaySet) attach(src, dst, relay net.Addr, now time.Time) *relayRecord 
 	r.client, r.clientTr, r.start = src, src.Network(), now
 	s.byTuple[tupleKey(src, dst)] = r
 	return r
+}
+
+// lookupTuple returns the relay of the allocation of client 5-tuple src → dst, or nil.
+func (s *relaySet) lookupTuple(src, dst net.Addr) *relayRecord {
+	k := tupleKey(src, dst)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.byTuple[k]
 }
 
 // detach forgets and returns the relay of a deleted allocation.

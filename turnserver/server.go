@@ -54,6 +54,9 @@ type Server struct {
 	creditsMu    sync.Mutex
 	credits      []*ratelimit.Credit // one per listener's admission, for reloads
 	live         atomic.Int64        // allocations whose deletion has not been logged yet
+	// closing is set when Close starts: allocations ending from then on end by shutdown.
+	closing atomic.Bool
+	onEnded func(AllocationRecord)
 	// preAuthIdle is how long a stream client may take per frame before it authenticated.
 	preAuthIdle time.Duration
 	// proxyRefused and proxyHeaderTimeout serve turn.proxy_from (proxy.go).
@@ -85,6 +88,7 @@ func New(cfg Config) (*Server, error) {
 		handoff: newKeyHandoff(), keys: newLongTermKeys(), nonces: newSourceNonces(), sourceLog: newSourceLog(log),
 		quotas: newQuotas(), relays: newRelaySet(), conns: newConnCounter(),
 		now: time.Now, preAuthIdle: cmp(cfg.preAuthIdle, preAuthIdle), challengeLen: challengeLen(cfg.Realm),
+		onEnded: cfg.OnAllocationEnded,
 	}
 	s.policy.Store(newPolicy(cfg.Settings, nil))
 	s.proxyHeaderTimeout = cfg.proxyHeaderTimeout
@@ -152,7 +156,7 @@ func New(cfg Config) (*Server, error) {
 			return closeAll(fmt.Errorf("%w: tls %s: %v", ErrListen, ap, err))
 		}
 		// The PROXY header comes before the TLS handshake.
-		lns = append(lns, stream(tls.NewListener(s.proxied(ln), cfg.TLS), newGen(ap.Addr())))
+		lns = append(lns, stream(tls.NewListener(s.proxied(ln), cfg.TLS), tlsGen(newGen(ap.Addr()))))
 		s.addrs = append(s.addrs, ln.Addr())
 	}
 	for _, ln := range cfg.Streams {
@@ -161,7 +165,7 @@ func New(cfg Config) (*Server, error) {
 			ip, _ = netip.AddrFromSlice(ta.IP)
 			ip = ip.Unmap()
 		}
-		lns = append(lns, stream(ln, newGen(ip)))
+		lns = append(lns, stream(ln, tlsGen(newGen(ip))))
 		s.addrs = append(s.addrs, ln.Addr())
 	}
 	s.offload = openOffload(s, cfg) // before pion starts: its events reach the offload
@@ -235,6 +239,7 @@ const closeWait = 2 * time.Second
 // waits (briefly) until their deletions are logged, so nothing logs after it returns.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
+		s.closing.Store(true)
 		s.closeErr = s.pion.Close()
 		deadline := time.Now().Add(closeWait)
 		for s.live.Load() > 0 && time.Now().Before(deadline) {

@@ -48,6 +48,10 @@ type Config struct {
 	Logger     *slog.Logger          // nil: slog.Default()
 	Registerer prometheus.Registerer // nil: metrics are kept but not exported
 	Settings   Settings
+	// OnAllocationEnded, if set, gets the account of every allocation that ends, from the
+	// goroutine that deleted it: it must not block (queue the record, drop it when full).
+	// Close returns after it has been called for the allocations Close ended.
+	OnAllocationEnded func(AllocationRecord)
 	// Offload relays ChannelData of UDP clients in the kernel: OffloadXDP, or "" / "off"
 	// (user space only). Where the XDP program cannot load, New logs why and relays in user
 	// space. OffloadInterfaces are where it attaches; empty: the interfaces carrying the

@@ -139,6 +139,7 @@ func (c *streamConn) Read(p []byte) (int, error) {
 		_ = c.Conn.SetReadDeadline(time.Now().Add(idle))
 		f, err := stunwire.ReadFrame(c.br, c.buf)
 		if err != nil {
+			c.adm.s.noteClientGone(c.Conn.RemoteAddr(), c.Conn.LocalAddr())
 			return 0, err
 		}
 		c.buf = f[:0]
