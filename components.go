@@ -8,6 +8,7 @@ import (
 
 	"icehub/auth"
 	"icehub/config"
+	"icehub/internal/usagelog"
 	icesignal "icehub/signal"
 	"icehub/turnserver"
 )
@@ -99,4 +100,17 @@ func hubSettings(s config.Signal, cs *certs) icesignal.Settings {
 func optionalIP(s string) netip.Addr {
 	a, _ := netip.ParseAddr(s)
 	return a.Unmap()
+}
+
+// usageRecord maps turnserver's account of an ended allocation onto a usage line.
+func usageRecord(r turnserver.AllocationRecord) usagelog.Record {
+	end := r.Start.Add(r.Duration)
+	return usagelog.Record{
+		User: r.User, Client: r.Client.String(), Transport: r.ClientTransport,
+		Relay: r.Relay.String(), RelayTransport: r.RelayTransport,
+		Start: r.Start.UTC(), End: end.UTC(), DurationMS: r.Duration.Milliseconds(),
+		BytesToPeer: r.BytesToPeer, BytesToClient: r.BytesToClient,
+		PacketsToPeer: r.PacketsToPeer, PacketsToClient: r.PacketsToClient,
+		Reason: r.Reason,
+	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"icehub/auth"
 	"icehub/config"
+	"icehub/internal/usagelog"
 	icesignal "icehub/signal"
 	"icehub/turnserver"
 )
@@ -37,6 +38,7 @@ type app struct {
 	admin  *http.Server
 	tlsMgr *certs
 	port   *hubPort
+	usage  *usagelog.Writer
 	// generated holds the secret made up at start when the config has none, so a reload of
 	// such a config keeps issued credentials valid.
 	generated string
@@ -114,10 +116,17 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 	}
 	defer fr.close()
 	a.port = fr
+	// The usage writer outlives the TURN server (deferred first, closed last), so the records
+	// of the allocations Close ends are written.
+	if a.usage, err = usagelog.New(usagelog.Config{Path: cfg.Usage.File, Logger: log, Registerer: reg}); err != nil {
+		return err
+	}
+	defer a.usage.Close()
 	tc, err := turnConfig(cfg, fr, a.tlsMgr, ring, log, reg)
 	if err != nil {
 		return fmt.Errorf("turn: %w", err)
 	}
+	tc.OnAllocationEnded = func(r turnserver.AllocationRecord) { a.usage.Write(usageRecord(r)) }
 	a.turn, err = turnserver.New(tc)
 	if err != nil {
 		return fmt.Errorf("turn: %w", err)
@@ -194,6 +203,10 @@ func (a *app) reload() {
 	}
 	if err != nil {
 		a.log.Error("reload refused; keeping the running config", "err", err)
+		// logrotate's postrotate sends SIGHUP whatever the state of the file: reopen anyway.
+		if err := a.usage.Reopen(a.cfg.Usage.File); err != nil {
+			a.log.Error("usage.file not reopened", "err", err)
+		}
 		return
 	}
 	a.log.Info("reloaded", "config", a.path)
@@ -222,11 +235,20 @@ func (a *app) apply(cfg config.Config) error {
 	if len(secrets) == 0 {
 		return auth.ErrNoSecret
 	}
+	// Last: the only preparation that holds something (the new file), so nothing can fail
+	// after it.
+	commitUsage, _, err := a.usage.PrepareReopen(cfg.Usage.File)
+	if err != nil {
+		return err
+	}
 	// Nothing below can fail.
 	commitTURN()
 	commitHub()
 	a.port.proxy.set(cfg)
 	_ = a.ring.Set(secrets)
+	if err := commitUsage(); err != nil { // the writer is stuck in a write: it switches after it
+		a.log.Error("usage.file not reopened", "err", err)
+	}
 	a.tlsMgr.swap(certs)
 	a.level.Set(parseLevel(cfg.Log.Level))
 	applyGC(cfg.Server, a.log)
@@ -274,6 +296,7 @@ func (a *app) shutdown() error {
 		errs = append(errs, a.admin.Shutdown(ctx))
 	}
 	errs = append(errs, a.turn.Close())
+	errs = append(errs, a.usage.Close()) // after the TURN server: its last records are the shutdown ones
 	err := errors.Join(errs...)
 	if err != nil {
 		a.log.Warn("stopped with errors", "err", err)

@@ -26,6 +26,7 @@ type Config struct {
 	Signal  Signal  `toml:"signal"`
 	Admin   Admin   `toml:"admin"`
 	Cluster Cluster `toml:"cluster"`
+	Usage   Usage   `toml:"usage"`
 }
 
 // Server holds process-wide settings.

@@ -90,6 +90,8 @@ func TestBadInputNamesKeyAndLine(t *testing.T) {
 		{"xdp on a wildcard listener", "[turn]\nlisten = \"0.0.0.0:3478\"\n\noffload = \"xdp\"\n", "turn.offload", 4},
 		{"xdp with a wildcard relay_ip", "[turn]\nlisten = \"198.51.100.1:3478\"\nrelay_ip = \"0.0.0.0\"\noffload = \"xdp\"\n", "turn.relay_ip", 3},
 		{"bad offload interface", "[turn]\noffload_interfaces = [\"eth0\", \"a/b\"]\n", "turn.offload_interfaces", 2},
+		{"usage file in a missing directory", "[usage]\n\nfile = \"/nonexistent-icehub-dir/usage.jsonl\"\n", "usage.file", 3},
+		{"usage file is a directory", "[usage]\nfile = \"/\"\n", "usage.file", 2},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -193,7 +193,7 @@ func (c *Config) validate(data []byte) error {
 	if strings.ContainsAny(c.Cluster.NodeID, "|,\n ") {
 		return bad("cluster.node_id", "must not contain '|', ',', spaces or newlines")
 	}
-	return nil
+	return c.validateUsage(data)
 }
 
 // NormOrigin returns a web origin (http(s)://host[:port], nothing more) in the form browsers
