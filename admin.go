@@ -13,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"icehub/internal/statuspage"
 )
 
 // newRegistry holds every metric icehub exports: Go and process collectors, build info, and
@@ -28,9 +30,10 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// startAdmin serves /metrics, /healthz, /readyz (503 once stopping is set) and pprof on the
-// admin listener, which should stay on loopback or a private interface.
-func startAdmin(listen string, reg *prometheus.Registry, stopping *atomic.Bool, log *slog.Logger) (*http.Server, error) {
+// startAdmin serves /metrics, /healthz, /readyz (503 once stopping is set), pprof and the
+// status page (at /, when page is set) on the admin listener, which should stay on loopback
+// or a private interface.
+func startAdmin(listen string, reg *prometheus.Registry, stopping *atomic.Bool, page *statuspage.Page, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
@@ -51,6 +54,9 @@ func startAdmin(listen string, reg *prometheus.Registry, stopping *atomic.Bool, 
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	if page != nil {
+		page.Register(mux)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln) //nolint:errcheck // ends with Shutdown
 	log.Info("admin listening", "addr", ln.Addr().String())

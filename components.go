@@ -8,6 +8,7 @@ import (
 
 	"icehub/auth"
 	"icehub/config"
+	"icehub/internal/statuspage"
 	"icehub/internal/usagelog"
 	icesignal "icehub/signal"
 	"icehub/turnserver"
@@ -113,4 +114,18 @@ func usageRecord(r turnserver.AllocationRecord) usagelog.Record {
 		PacketsToPeer: r.PacketsToPeer, PacketsToClient: r.PacketsToClient,
 		Reason: r.Reason,
 	}
+}
+
+// liveAllocations maps the TURN server's live allocations onto the status page's table.
+func (a *app) liveAllocations() []statuspage.Allocation {
+	live := a.turn.Allocations()
+	out := make([]statuspage.Allocation, len(live))
+	for i, r := range live {
+		out[i] = statuspage.Allocation{
+			User: r.User, Client: r.Client.String(), Transport: r.ClientTransport,
+			Relay: r.Relay.String(), RelayTransport: r.RelayTransport, Start: r.Start,
+			BytesToPeer: r.BytesToPeer, BytesToClient: r.BytesToClient,
+		}
+	}
+	return out
 }

@@ -20,6 +20,7 @@ import (
 
 	"icehub/auth"
 	"icehub/config"
+	"icehub/internal/statuspage"
 	"icehub/internal/usagelog"
 	icesignal "icehub/signal"
 	"icehub/turnserver"
@@ -165,7 +166,9 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 
 	var stopping atomic.Bool
 	if cfg.Admin.Listen != "" {
-		if a.admin, err = startAdmin(cfg.Admin.Listen, reg, &stopping, log); err != nil {
+		page := statuspage.New(statuspage.Config{Gatherer: reg, Allocations: a.liveAllocations})
+		defer page.Close()
+		if a.admin, err = startAdmin(cfg.Admin.Listen, reg, &stopping, page, log); err != nil {
 			return err
 		}
 	}
