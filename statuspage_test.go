@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"image/png"
 	"net"
@@ -259,6 +260,4 @@ func text(n *html.Node) string {
 	return b.String()
 }
 
-func isClosed(err error) bool {
-	return err != nil && strings.Contains(err.Error(), net.ErrClosed.Error())
-}
+func isClosed(err error) bool { return errors.Is(err, net.ErrClosed) }
