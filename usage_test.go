@@ -182,6 +182,47 @@ func TestUsageRecordsAndRotation(t *testing.T) {
 	if l := usageLines(t, rotated); len(l) != 2 || l[1].User != "bob" {
 		t.Fatalf("rotated file: %+v", l)
 	}
+
+	// A reload may move the file.
+	moved := filepath.Join(filepath.Dir(path), "moved.jsonl")
+	cfg, err := os.ReadFile(p.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := strings.Replace(string(cfg), path, moved, 1)
+	if err := os.WriteFile(p.cfg, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLogCount(t, "reloaded", 2, 5*time.Second)
+	endOne(t, p, "dave")
+	if l := waitUsage(t, moved, 1, 5*time.Second); l[0].User != "dave" {
+		t.Fatalf("moved file: %+v", l)
+	}
+	// logrotate signals whatever state the config is in: a refused reload still reopens.
+	if err := os.WriteFile(p.cfg, []byte(good+"turn.relay_ports = \"9-1\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(moved, moved+".1"); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.waitLogCount(t, "reload refused", 1, 5*time.Second)
+	endOne(t, p, "erin")
+	if l := waitUsage(t, moved, 1, 5*time.Second); l[0].User != "erin" {
+		t.Fatalf("file after a refused reload: %+v", l)
+	}
+}
+
+// endOne allocates as user and deallocates at once.
+func endOne(t *testing.T, p *proc, user string) {
+	t.Helper()
+	cr := mint(t, usageSecret, user, time.Hour)
+	r, err := allocate(t, p.turn, cr.Username, cr.Password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.conn.Close()
 }
 
 // TestUsageRecordsOnSIGTERM: allocations alive at SIGTERM get their records, reason shutdown,
