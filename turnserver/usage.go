@@ -55,10 +55,11 @@ const refresh0Window = 2 * time.Second
 
 // endReason infers why the allocation of r ended (see the End* constants).
 func (s *Server) endReason(r *relayRecord) string {
+	r0 := r.refresh0.Load()
 	switch {
 	case s.closing.Load():
 		return EndShutdown
-	case r.refresh0.Load() != 0 && s.now().Sub(time.Unix(0, r.refresh0.Load())) < refresh0Window:
+	case r0 != 0 && s.now().Sub(time.Unix(0, r0)) < refresh0Window:
 		return EndRefresh0
 	case r.clientGone.Load():
 		return EndClientGone

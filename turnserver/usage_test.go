@@ -83,16 +83,12 @@ func TestUsageRecordRefresh0(t *testing.T) {
 		live[0].BytesToPeer == 0 || live[0].Reason != "" {
 		t.Fatalf("Allocations() = %+v", live)
 	}
-	start := time.Now()
 	if err := relay.Close(); err != nil { // pion's client sends Refresh with LIFETIME 0
 		t.Fatal(err)
 	}
 	r := nextRecord(t, ended, 5*time.Second)
 	if r.Reason != EndRefresh0 {
 		t.Fatalf("reason %q, want %q", r.Reason, EndRefresh0)
-	}
-	if time.Since(start) > refresh0Window {
-		t.Fatalf("record came %s after the Refresh", time.Since(start))
 	}
 	if r.User != "alice" || r.ClientTransport != "udp" || r.RelayTransport != "udp" ||
 		r.Client.Addr() != netip.MustParseAddr("127.0.0.1") || r.Relay.String() != relay.LocalAddr().String() {
