@@ -205,11 +205,12 @@ func (a *app) reload() {
 		err = a.apply(cfg)
 	}
 	if err != nil {
-		a.log.Error("reload refused; keeping the running config", "err", err)
-		// logrotate's postrotate sends SIGHUP whatever the state of the file: reopen anyway.
+		// logrotate's postrotate sends SIGHUP whatever the state of the file: reopen anyway
+		// (before saying so, so that whoever waits for the line finds the file reopened).
 		if err := a.usage.Reopen(a.cfg.Usage.File); err != nil {
 			a.log.Error("usage.file not reopened", "err", err)
 		}
+		a.log.Error("reload refused; keeping the running config", "err", err)
 		return
 	}
 	a.log.Info("reloaded", "config", a.path)
