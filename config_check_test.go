@@ -72,6 +72,7 @@ var badValues = map[string]string{
 	"cluster.redis_url":             `"redis://127.0.0.1:6379/not-a-db"`,
 	"cluster.member_ttl":            `"0s"`,
 	"cluster.node_id":               `"two words"`,
+	"usage.file":                    `"/nonexistent-icehub-dir/usage.jsonl"`,
 }
 
 // documentedKeys lists the dotted keys of server.toml.

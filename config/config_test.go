@@ -168,3 +168,34 @@ offload_interfaces = ["eth0", "ens3f1"]
 		t.Fatalf("offload %q interfaces %v", cfg.TURN.Offload, cfg.TURN.OffloadInterfaces)
 	}
 }
+
+func TestUsageFileMustBeWritable(t *testing.T) {
+	dir := t.TempDir()
+	ok := filepath.Join(dir, "usage.jsonl")
+	if _, err := Parse([]byte("[usage]\nfile = " + strconv.Quote(ok) + "\n")); err != nil {
+		t.Fatalf("a new file in a writable directory: %v", err)
+	}
+	if err := os.WriteFile(ok, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse([]byte("[usage]\nfile = " + strconv.Quote(ok) + "\n")); err != nil {
+		t.Fatalf("an existing writable file: %v", err)
+	}
+	if os.Geteuid() == 0 {
+		t.Skip("root may write anywhere: the read-only cases need another user")
+	}
+	ro := filepath.Join(dir, "ro")
+	if err := os.Mkdir(ro, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Parse([]byte("[usage]\nfile = " + strconv.Quote(filepath.Join(ro, "usage.jsonl")) + "\n"))
+	if err == nil || !strings.Contains(err.Error(), "usage.file") || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("a file in a read-only directory: %v", err)
+	}
+	if err := os.Chmod(ok, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse([]byte("[usage]\nfile = " + strconv.Quote(ok) + "\n")); err == nil {
+		t.Fatal("a read-only file accepted")
+	}
+}

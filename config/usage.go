@@ -14,8 +14,9 @@ type Usage struct {
 	File string `toml:"file"`
 }
 
-// validateUsage checks that usage.file can be a file: not a directory, in a directory that
-// exists. (Whether icehub may write there shows at start, which then fails naming the file.)
+// validateUsage checks that icehub can append to usage.file: not a directory, writable, or
+// creatable in a directory that exists. (-check may run as another user than the service:
+// the check is for the user running it.)
 func (c *Config) validateUsage(data []byte) error {
 	p := c.Usage.File
 	if p == "" {
@@ -26,6 +27,9 @@ func (c *Config) validateUsage(data []byte) error {
 	case err == nil && st.IsDir():
 		return keyErr(data, "usage.file", "%q is a directory", p)
 	case err == nil:
+		if err := writable(p, false); err != nil {
+			return keyErr(data, "usage.file", "%q is not writable: %v", p, err)
+		}
 		return nil
 	case !errors.Is(err, fs.ErrNotExist):
 		return keyErr(data, "usage.file", "%v", err)
@@ -33,6 +37,9 @@ func (c *Config) validateUsage(data []byte) error {
 	dir := filepath.Dir(p)
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		return keyErr(data, "usage.file", "directory %q does not exist", dir)
+	}
+	if err := writable(dir, true); err != nil {
+		return keyErr(data, "usage.file", "cannot create files in %q: %v", dir, err)
 	}
 	return nil
 }
