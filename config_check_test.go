@@ -19,6 +19,7 @@ import (
 var badValues = map[string]string{
 	"server.shutdown_timeout":       `"0s"`,
 	"server.gc_percent":             `-1`,
+	"server.drain_timeout":          `"-1s"`,
 	"log.level":                     `"loud"`,
 	"log.format":                    `"xml"`,
 	"turn.listen":                   `"not-an-address"`,
@@ -41,7 +42,11 @@ var badValues = map[string]string{
 	"turn.integrity_burst":          `-1`,
 	"turn.offload":                  `"ebpf"`,
 	"turn.offload_interfaces":       `["eth0/1"]`,
-	"turn.tls_listen":               `["127.0.0.1:0"]`, // without a certificate
+	"turn.max_bitrate":              `"fast"`,
+	"turn.total_bitrate":            `"1k"`, // under the 16k floor
+	"turn.stun_only":                `"yes"`,
+	"turn.alternate_servers":        `["turn.example.org:3478"]`, // a name, not an address
+	"turn.tls_listen":               `["127.0.0.1:0"]`,           // without a certificate
 	"turn.tls_cert":                 `"/nonexistent/cert.pem"`,
 	"turn.tls_key":                  `"/nonexistent/key.pem"`, // a key without a certificate
 	"turn.proxy_from":               `["0.0.0.0/0"]`,

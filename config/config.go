@@ -32,6 +32,9 @@ type Config struct {
 // Server holds process-wide settings.
 type Server struct {
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// DrainTimeout is how long SIGTERM lets live allocations relay on, while new ones are
+	// sent elsewhere, before the process stops; 0: stop at once.
+	DrainTimeout Duration `toml:"drain_timeout"`
 	// GCPercent is the Go garbage collector's target (runtime/debug.SetGCPercent): the heap
 	// may grow this many percent over the live data before a collection. 0 leaves it to Go
 	// (the GOGC environment variable, else 100). A GOGC environment variable always wins.
@@ -74,6 +77,15 @@ type TURN struct {
 	OffloadInterfaces []string `toml:"offload_interfaces"`
 	// ProxyFrom are the load balancers whose TCP/TLS connections start with a PROXY header.
 	ProxyFrom []Prefix `toml:"proxy_from"`
+	// MaxBitrate caps each allocation, each direction; TotalBitrate the whole server, each
+	// direction. 0: no cap.
+	MaxBitrate   Bitrate `toml:"max_bitrate"`
+	TotalBitrate Bitrate `toml:"total_bitrate"`
+	// STUNOnly answers Binding and refuses Allocate; the hub then lists only stun: URLs.
+	STUNOnly bool `toml:"stun_only"`
+	// AlternateServers ("ip:port") are named in 300 Try Alternate answers to Allocate when
+	// max_allocations is reached or the server is draining.
+	AlternateServers []string `toml:"alternate_servers"`
 }
 
 // Auth configures the TURN REST credential secrets.
@@ -153,6 +165,7 @@ func Default() Config {
 			Offload:               "off",
 			OffloadInterfaces:     []string{},
 			ProxyFrom:             []Prefix{},
+			AlternateServers:      []string{},
 		},
 		Auth: Auth{Secrets: []string{}, TTL: Duration{12 * time.Hour}},
 		Signal: Signal{

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -144,6 +145,106 @@ func Prefixes(ps []Prefix) []netip.Prefix {
 	out := make([]netip.Prefix, len(ps))
 	for i, p := range ps {
 		out[i] = p.Prefix
+	}
+	return out
+}
+
+// Bitrate is a rate in bits per second. TOML gives it as a number of bits per second or a
+// string with an SI suffix: "400k", "2M", "1.5G" (k = 1000). Empty or 0: no cap.
+type Bitrate uint64
+
+// Bounds validation puts on a cap that is set: below MinBitrate not even a voice call fits
+// (and a TCP relay's pacing would stall for seconds per read); MaxBitrate is beyond any NIC.
+const (
+	MinBitrate Bitrate = 16_000
+	MaxBitrate Bitrate = 10_000_000_000_000
+)
+
+// UnmarshalTOML accepts an integer or a string (see Bitrate).
+func (b *Bitrate) UnmarshalTOML(v any) error {
+	switch t := v.(type) {
+	case int64:
+		if t < 0 {
+			return fmt.Errorf("a bitrate must not be negative, got %d", t)
+		}
+		*b = Bitrate(t)
+		return nil
+	case string:
+		r, err := ParseBitrate(t)
+		if err != nil {
+			return err
+		}
+		*b = r
+		return nil
+	default:
+		return errors.New(`must be a number of bits per second or a string like "400k" or "2M"`)
+	}
+}
+
+// ParseBitrate parses "", "0", "64000", "400k", "2M", "1.5G".
+func ParseBitrate(s string) (Bitrate, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	mult := 1.0
+	switch s[len(s)-1] {
+	case 'k', 'K':
+		mult = 1e3
+	case 'M':
+		mult = 1e6
+	case 'G':
+		mult = 1e9
+	}
+	num := s
+	if mult != 1 {
+		num = s[:len(s)-1]
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || f < 0 || f*mult > float64(1<<62) || num == "" || strings.ContainsAny(num, "eEnNxX_+-") {
+		return 0, fmt.Errorf("not a bitrate like \"400k\", \"2M\" or 64000 (bits per second; k, M, G are 1000, 10⁶, 10⁹): %q", s)
+	}
+	return Bitrate(math.Round(f * mult)), nil
+}
+
+// String writes the rate with the largest suffix that keeps it exact: 400000 is "400k".
+func (b Bitrate) String() string {
+	switch {
+	case b == 0:
+		return ""
+	case b%1_000_000_000 == 0:
+		return strconv.FormatUint(uint64(b/1_000_000_000), 10) + "G"
+	case b%1_000_000 == 0:
+		return strconv.FormatUint(uint64(b/1_000_000), 10) + "M"
+	case b%1_000 == 0:
+		return strconv.FormatUint(uint64(b/1_000), 10) + "k"
+	}
+	return strconv.FormatUint(uint64(b), 10)
+}
+
+// MarshalText writes the rate as String does ("" for no cap).
+func (b Bitrate) MarshalText() ([]byte, error) { return []byte(b.String()), nil }
+
+// ParseAlternate parses an ALTERNATE-SERVER entry: an IP address and a port (the attribute
+// carries an address, not a name).
+func ParseAlternate(s string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(strings.TrimSpace(s))
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("%q is not ip:port (an IP address, not a name, and a port; [v6]:port for IPv6)", s)
+	}
+	if ap.Port() == 0 || ap.Addr().IsUnspecified() || ap.Addr().Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("%q: needs a port and a specific address without a zone", s)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// AlternateAddrs parses entries validation accepted.
+func AlternateAddrs(ss []string) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(ss))
+	for _, s := range ss {
+		if ap, err := ParseAlternate(s); err == nil {
+			out = append(out, ap)
+		}
 	}
 	return out
 }

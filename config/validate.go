@@ -91,6 +91,9 @@ func (c *Config) validate(data []byte) error {
 	if err := c.TURN.validateOffload(data); err != nil {
 		return err
 	}
+	if err := c.validateControls(data); err != nil {
+		return err
+	}
 	if c.Auth.TTL.Duration <= 0 {
 		return bad("auth.ttl", "must be above zero, got %s", c.Auth.TTL.Duration)
 	}
