@@ -25,7 +25,9 @@ import (
 //   - verifies MESSAGE-INTEGRITY against all secrets (pion's AuthHandler can return only one
 //     key) and hands pion only requests that verified: pion never sees a forged one;
 //   - answers the refusals pion would answer with the wrong code or not at all (442, 400, 440
-//     on Allocate, 403 on ChannelBind, 420 on Binding).
+//     on Allocate, 403 on ChannelBind, 420 on Binding), and those of the operator's controls
+//     (redirect.go): 403 to an authenticated Allocate when STUN only, 300 Try Alternate or
+//     508 when full or draining.
 type admission struct {
 	s      *Server
 	gen    *relayAddresses
@@ -107,10 +109,22 @@ func (a *admission) admit(b []byte, src net.Addr, r replier) ([]byte, bool) {
 		a.challenge(b, src, ip, now, r, stun.CodeUnauthorized)
 		return nil, false
 	}
-	if code, refuse := a.refusal(msg, h.Method(), info, src); refuse {
-		if resp, err := stun.Build(stun.NewTransactionIDSetter(msg.TransactionID),
-			stun.NewType(msg.Type.Method, stun.ClassErrorResponse), code,
-			stun.MessageIntegrity(key), stun.Fingerprint); err == nil && len(resp.Raw) <= answerMax {
+	code, refuse := a.refusal(msg, h.Method(), info, src)
+	var answer stun.Setter = code
+	var alt *stun.AlternateServer
+	if !refuse && h.Method() == stunwire.MethodAllocate {
+		answer, alt, refuse = a.allocateRefusal(src, r, user, now)
+	}
+	if refuse {
+		setters := []stun.Setter{stun.NewTransactionIDSetter(msg.TransactionID),
+			stun.NewType(msg.Type.Method, stun.ClassErrorResponse), answer}
+		if alt != nil {
+			setters = append(setters, alt)
+		}
+		// An answer to an authenticated request carries MESSAGE-INTEGRITY (RFC 8489
+		// section 10 asks it of ALTERNATE-SERVER): no third party can forge a redirect.
+		setters = append(setters, stun.MessageIntegrity(key), stun.Fingerprint)
+		if resp, err := stun.Build(setters...); err == nil && len(resp.Raw) <= answerMax {
 			r.reply(resp.Raw, src)
 		}
 		return nil, false

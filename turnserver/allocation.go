@@ -18,8 +18,9 @@ func (s *Server) eventHandler() turn.EventHandler {
 			s.m.active.Inc()
 			s.m.allocations.Inc()
 			s.quotas.addIP(addrPortOf(src).Addr(), 1)
-			s.conns.allocated(src)
-			if r := s.relays.attach(src, dst, relay, s.now()); r != nil && r.owner != nil {
+			r := s.relays.attach(src, dst, relay, s.now())
+			s.conns.allocated(src, r)
+			if r != nil && r.owner != nil {
 				r.owner.allocationCreated(src, r)
 			}
 			s.log.Info("turn allocation created", "user", user, "client", src.String(),

@@ -41,8 +41,9 @@ func (cc *connCounter) close(c *streamConn, ip netip.Addr) {
 	}
 }
 
-// allocated tells the stream connection at src (if src is one) that it has an allocation.
-func (cc *connCounter) allocated(src net.Addr) {
+// allocated tells the stream connection at src (if src is one) that it has an allocation,
+// whose relay is rec (nil: not known).
+func (cc *connCounter) allocated(src net.Addr, rec *relayRecord) {
 	if _, ok := src.(*net.TCPAddr); !ok {
 		return
 	}
@@ -51,5 +52,8 @@ func (cc *connCounter) allocated(src net.Addr) {
 	cc.mu.Unlock()
 	if c != nil {
 		c.hasAllocation.Store(true)
+		if rec != nil {
+			c.rec.Store(rec)
+		}
 	}
 }

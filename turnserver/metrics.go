@@ -27,6 +27,18 @@ type metrics struct {
 	// Resolved children: WithLabelValues on every packet would hash the labels each time.
 	pktToPeer, pktToClient   prometheus.Counter
 	byteToPeer, byteToClient prometheus.Counter
+	// capPkts and capBytes count datagrams a bitrate cap dropped, by direction and by
+	// limit (capLimit - 1): bitrate.go.
+	capPkts, capBytes [2][2]prometheus.Counter
+	// alternate counts Allocates answered 300 Try Alternate or 508 by admission, by reason.
+	alternate *prometheus.CounterVec
+	stunOnly  prometheus.Counter
+}
+
+// capDropped counts pkts datagrams of n bytes dropped by cap l in direction d.
+func (m *metrics) capDropped(d direction, l capLimit, pkts, n int) {
+	m.capPkts[d][l-1].Add(float64(pkts))
+	m.capBytes[d][l-1].Add(float64(n))
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -36,6 +48,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	bytes := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "icehub_turn_relayed_bytes_total", Help: "Payload bytes relayed, by direction.",
 	}, []string{"direction"})
+	capPkts := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "icehub_turn_bitrate_dropped_packets_total",
+		Help: "Datagrams dropped by a bitrate cap, by direction and by limit (allocation: turn.max_bitrate, total: turn.total_bitrate).",
+	}, []string{"direction", "limit"})
+	capBytes := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "icehub_turn_bitrate_dropped_bytes_total",
+		Help: "Payload bytes dropped by a bitrate cap, by direction and by limit.",
+	}, []string{"direction", "limit"})
 	m := &metrics{
 		active: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "icehub_turn_allocations_active", Help: "Live TURN allocations.",
@@ -78,6 +98,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		pktToClient:  packets.WithLabelValues("to_client"),
 		byteToPeer:   bytes.WithLabelValues("to_peer"),
 		byteToClient: bytes.WithLabelValues("to_client"),
+		alternate: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "icehub_turn_allocate_redirected_total",
+			Help: "Authenticated Allocates refused before pion: 300 Try Alternate or 508, by reason (full, draining) and answer (alternate, capacity).",
+		}, []string{"reason", "answer"}),
+	}
+	m.stunOnly = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "icehub_turn_stun_only_refused_total", Help: "Allocate requests refused with 403 because turn.stun_only is on.",
+	})
+	for d, dir := range []string{"to_peer", "to_client"} {
+		for l, lim := range []string{"allocation", "total"} {
+			m.capPkts[d][l] = capPkts.WithLabelValues(dir, lim)
+			m.capBytes[d][l] = capBytes.WithLabelValues(dir, lim)
+		}
 	}
 	if reg == nil {
 		return m, nil
@@ -85,6 +118,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{
 		m.active, m.allocations, m.authFail, m.peerRefused, m.quota, m.bindings, m.unauthDrop,
 		m.integrityDrop, m.integrityChecks, m.connRefused, m.connTimedOut, m.offloaded, packets, bytes,
+		capPkts, capBytes, m.alternate, m.stunOnly,
 	} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

@@ -118,13 +118,13 @@ func offloadAddrs(cfg Config) []netip.Addr {
 }
 
 // offloadable is where an allocation is kept out of the kernel for what the XDP program
-// cannot enforce. A bitrate cap (turn.max_bitrate, when it exists) is enforced per packet
-// in user space and not in the kernel: an allocation under a cap must return false here,
-// or its channels would bypass the cap. It is asked again for every channel on every
-// reload (reconcile), so a cap a reload introduces takes the allocation's channels out of
-// the kernel.
+// cannot enforce. A bitrate cap (turn.max_bitrate, turn.total_bitrate) is enforced per
+// packet in user space and not in the kernel: an allocation under a cap is not offloaded,
+// or its channels would bypass the cap (underBitrateCap, bitrate.go). It is asked again for
+// every channel on every reload (reconcile), so a cap a reload introduces takes the
+// allocation's channels out of the kernel.
 func (s *Server) offloadable(rec *relayRecord) bool {
-	return rec.network == "udp"
+	return rec.network == "udp" && !s.underBitrateCap(rec)
 }
 
 // allocFor returns the state of rec's allocation, creating it on the first event, or nil

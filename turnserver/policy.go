@@ -23,7 +23,15 @@ type policy struct {
 	maxConnsPerIP   int
 	allocateTimeout time.Duration
 	proxyFrom       []netip.Prefix
+	// Bitrate caps in bits per second, 0: none (bitrate.go).
+	maxBitrate, totalBitrate uint64
+	stunOnly                 bool
+	alt4, alt6               []netip.AddrPort // alternate servers by address family
 }
+
+// capsBitrate reports whether a bitrate cap is in force: every relayed datagram must then be
+// seen in user space, so nothing may bypass it (a kernel fast path must not take it).
+func (p *policy) capsBitrate() bool { return p.maxBitrate > 0 || p.totalBitrate > 0 }
 
 func newPolicy(s Settings, old *policy) *policy {
 	p := &policy{
@@ -37,6 +45,17 @@ func newPolicy(s Settings, old *policy) *policy {
 		maxConnsPerIP:   s.MaxConnsPerIP,
 		allocateTimeout: s.AllocateTimeout,
 		proxyFrom:       slices.Clone(s.ProxyFrom),
+		maxBitrate:      s.MaxBitrate,
+		totalBitrate:    s.TotalBitrate,
+		stunOnly:        s.STUNOnly,
+	}
+	for _, ap := range s.AlternateServers {
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		if ap.Addr().Is4() {
+			p.alt4 = append(p.alt4, ap)
+		} else {
+			p.alt6 = append(p.alt6, ap)
+		}
 	}
 	if old != nil {
 		// Keep the buckets: a reload is no reason to forgive a flood. Their new rate is set

@@ -40,6 +40,12 @@ func (q *quotas) userCount(user string) int {
 	return q.perUser[user]
 }
 
+func (q *quotas) totalCount() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.total
+}
+
 // reserve counts one more allocation unless the total limit (0 = none) is reached.
 func (q *quotas) reserve(user string, maxTotal int) bool {
 	q.mu.Lock()
@@ -63,6 +69,10 @@ func (q *quotas) release(user string) {
 
 // reserveRelay counts an allocation for user against the total quota.
 func (s *Server) reserveRelay(user string) error {
+	if s.draining.Load() {
+		// Admitted just before Drain: pion answers 508.
+		return ErrCapacity
+	}
 	maxTotal := s.policy.Load().maxTotal
 	if !s.quotas.reserve(user, maxTotal) {
 		s.m.quota.WithLabelValues("total").Inc()

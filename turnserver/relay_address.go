@@ -157,5 +157,5 @@ func (g *relayAddresses) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, e
 	if err != nil {
 		return nil, err
 	}
-	return &countingConn{Conn: conn, s: g.s, rec: rec}, nil
+	return newCountingConn(conn, g.s, rec), nil
 }

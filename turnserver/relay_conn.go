@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -81,6 +82,9 @@ func (r *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if !d.ok {
 		return len(p), nil // dropped like any datagram; the client was told 403 at permission time
 	}
+	if !r.s.withinCaps(r.rec, toPeer, len(p)) {
+		return len(p), nil // over a bitrate cap: dropped, counted
+	}
 	if d.own != nil && d.own != r.rec && deliverToOwnRelay(d.own, p, r.rec.advertised) {
 		r.rec.countToPeer(r.s.m, len(p))
 		return len(p), nil
@@ -115,7 +119,7 @@ func (l *relayListener) Accept() (net.Conn, error) {
 			_ = conn.Close() // a peer the filter refuses reaches nobody either way
 			continue
 		}
-		return &countingConn{Conn: conn, s: l.s, rec: l.rec}, nil
+		return newCountingConn(conn, l.s, l.rec), nil
 	}
 }
 
@@ -124,22 +128,56 @@ func (l *relayListener) Close() error {
 	return l.Listener.Close()
 }
 
-// countingConn is a peer-side TCP relay connection: reads go to the client, writes to the peer.
+// countingConn is a peer-side TCP relay connection: reads go to the client, writes to the
+// peer. Under a bitrate cap it paces both ways (bitrate.go): a byte stream cannot drop.
 type countingConn struct {
 	net.Conn
-	s   *Server
-	rec *relayRecord
+	s         *Server
+	rec       *relayRecord
+	closed    chan struct{} // ends a pacing wait
+	closeOnce sync.Once
 }
 
+func newCountingConn(conn net.Conn, s *Server, rec *relayRecord) *countingConn {
+	return &countingConn{Conn: conn, s: s, rec: rec, closed: make(chan struct{})}
+}
+
+// pacedRead bounds one read under a cap, so one wait stays short (2 s at the lowest cap).
+const pacedRead = 4 << 10
+
 func (c *countingConn) Read(p []byte) (int, error) {
+	if len(p) > pacedRead && c.s.policy.Load().capsBitrate() {
+		p = p[:pacedRead]
+	}
 	n, err := c.Conn.Read(p)
 	if n > 0 {
 		c.rec.countToClient(c.s.m, n)
+		c.pace(toClient, n)
 	}
 	return n, err
 }
 
+// pace waits as long as the caps ask for n more bytes in direction d, or until Close.
+func (c *countingConn) pace(d direction, n int) {
+	wait := c.s.paceCaps(c.rec, d, n)
+	if wait <= 0 {
+		return
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-c.closed:
+	}
+}
+
+func (c *countingConn) Close() error {
+	c.closeOnce.Do(func() { close(c.closed) })
+	return c.Conn.Close()
+}
+
 func (c *countingConn) Write(p []byte) (int, error) {
+	c.pace(toPeer, len(p))
 	n, err := c.Conn.Write(p)
 	if n > 0 {
 		c.rec.countToPeer(c.s.m, n)

@@ -32,6 +32,7 @@ type relayRecord struct {
 	bytesToPeer, bytesToClient atomic.Uint64
 	pktsToPeer, pktsToClient   atomic.Uint64
 	released                   sync.Once
+	caps                       [2]rateBucket // turn.max_bitrate, by direction (bitrate.go)
 }
 
 func (r *relayRecord) countToPeer(m *metrics, n int) {

@@ -55,8 +55,11 @@ type Server struct {
 	credits      []*ratelimit.Credit // one per listener's admission, for reloads
 	live         atomic.Int64        // allocations whose deletion has not been logged yet
 	// closing is set when Close starts: allocations ending from then on end by shutdown.
-	closing atomic.Bool
-	onEnded func(AllocationRecord)
+	closing   atomic.Bool
+	onEnded   func(AllocationRecord)
+	totalCaps [2]rateBucket // turn.total_bitrate, by direction (bitrate.go)
+	draining  atomic.Bool   // Drain was called: Allocate goes elsewhere
+	altNext   atomic.Uint64 // round-robin over the alternate servers
 	// preAuthIdle is how long a stream client may take per frame before it authenticated.
 	preAuthIdle time.Duration
 	// proxyRefused and proxyHeaderTimeout serve turn.proxy_from (proxy.go).

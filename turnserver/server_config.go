@@ -109,6 +109,18 @@ type Settings struct {
 	// PROXY protocol header (v1 or v2); the client address it carries is the connection's
 	// for everything (proxy.go). UDP is not affected. Empty: no PROXY headers.
 	ProxyFrom []netip.Prefix
+
+	// MaxBitrate caps every allocation, each direction, in bits per second; TotalBitrate caps
+	// all of them together, each direction. Datagrams past a cap are dropped (bitrate.go);
+	// RFC 6062 TCP relays are paced instead. 0: no cap. A reload applies to live allocations.
+	MaxBitrate, TotalBitrate uint64
+	// STUNOnly refuses Allocate with 403 once it authenticated; Binding is answered as
+	// always, and allocations made before a reload turned it on live on.
+	STUNOnly bool
+	// AlternateServers are named (round-robin, among those of the client's address family)
+	// in a 300 Try Alternate answer to an authenticated Allocate when MaxAllocations is
+	// reached or the server drains; with none that fits, 508. TLS clients always get 508.
+	AlternateServers []netip.AddrPort
 }
 
 func (c Config) validate() error {
@@ -145,6 +157,11 @@ func (s Settings) validate() error {
 	for _, p := range s.ProxyFrom {
 		if !p.IsValid() {
 			return fmt.Errorf("%w: invalid proxy_from prefix", ErrConfig)
+		}
+	}
+	for _, ap := range s.AlternateServers {
+		if !ap.IsValid() || ap.Port() == 0 || ap.Addr().IsUnspecified() {
+			return fmt.Errorf("%w: alternate server %s", ErrConfig, ap)
 		}
 	}
 	return nil

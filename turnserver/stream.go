@@ -101,6 +101,7 @@ type streamConn struct {
 
 	raw           atomic.Bool
 	hasAllocation atomic.Bool
+	rec           atomic.Pointer[relayRecord] // the allocation's relay, for the bitrate caps
 	allocTimer    *time.Timer
 	closeOnce     sync.Once
 
@@ -163,6 +164,9 @@ func (c *streamConn) Read(p []byte) (int, error) {
 func (c *streamConn) Write(b []byte) (int, error) {
 	if c.raw.Load() {
 		return c.Conn.Write(b)
+	}
+	if !c.adm.s.frameWithinCaps(c.rec.Load(), b) {
+		return len(b), nil // relayed data over a bitrate cap: the whole frame is dropped
 	}
 	if c.isBindSuccess(b) {
 		// The data starts after this response; until the peer talks, the connection is as

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 )
 
 // udpListener is a UDP listen socket as pion reads it: client datagrams that passed
@@ -46,6 +47,9 @@ func newUDPListener(pc net.PacketConn, adm *admission, portable bool) udpListene
 type plainListener struct {
 	net.PacketConn
 	adm *admission
+	// recs maps a client's address to its allocation's relay, for the bitrate caps on
+	// what pion writes to it.
+	recs sync.Map // netip.AddrPort → *relayRecord
 }
 
 func (p *plainListener) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -60,8 +64,12 @@ func (p *plainListener) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// WriteTo is pion's: its unauthenticated answers pass admission's outgoing rewrite.
+// WriteTo is pion's: its unauthenticated answers pass admission's outgoing rewrite, and the
+// data it relays to a client the bitrate caps.
 func (p *plainListener) WriteTo(b []byte, to net.Addr) (int, error) {
+	if !p.adm.s.frameWithinCaps(p.recOf(to), b) {
+		return len(b), nil // over a cap: dropped, counted
+	}
 	if _, err := p.PacketConn.WriteTo(p.adm.outgoing(b, to), to); err != nil {
 		return 0, err
 	}
@@ -75,6 +83,24 @@ func (p *plainListener) openRelay(network string, rec *relayRecord) (net.PacketC
 	return openRelay(p.adm.s, network, rec)
 }
 
-func (p *plainListener) allocationCreated(net.Addr, *relayRecord)                  {}
-func (p *plainListener) allocationDeleted(*relayRecord)                            {}
+func (p *plainListener) recOf(to net.Addr) *relayRecord {
+	if !p.adm.s.policy.Load().capsBitrate() {
+		return nil
+	}
+	if r, ok := p.recs.Load(addrPortOf(to)); ok {
+		return r.(*relayRecord)
+	}
+	return nil
+}
+
+func (p *plainListener) allocationCreated(client net.Addr, rec *relayRecord) {
+	p.recs.Store(addrPortOf(client), rec)
+}
+
+func (p *plainListener) allocationDeleted(rec *relayRecord) {
+	if rec.client != nil {
+		p.recs.CompareAndDelete(addrPortOf(rec.client), rec)
+	}
+}
+
 func (p *plainListener) channelChanged(*relayRecord, netip.AddrPort, uint16, bool) {}

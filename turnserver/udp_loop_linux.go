@@ -37,7 +37,9 @@ type loopListener struct {
 
 	// Counted on the loop goroutine and added to the shared metrics once per round.
 	bindings, unanswered, toPeer, toPeerBytes, toClient, toClientBytes uint64
-	now                                                                time.Time // of this round, read once
+	capPkts, capBytes                                                  [2][2]uint64 // by direction and capLimit-1
+	now                                                                time.Time    // of this round, read once
+	pol                                                                *policy      // of this round, loaded once
 }
 
 // roundTime is the time of the current round, read from the clock once per round.
@@ -46,6 +48,30 @@ func (l *loopListener) roundTime() time.Time {
 		l.now = l.adm.s.now()
 	}
 	return l.now
+}
+
+// roundPolicy is the policy in force for the current round, loaded once per round.
+func (l *loopListener) roundPolicy() *policy {
+	if l.pol == nil {
+		l.pol = l.adm.s.policy.Load()
+	}
+	return l.pol
+}
+
+// roundCaps charges a datagram the loop relays against the caps of this round's policy and
+// counts a drop for RoundDone; true: relay it.
+func (l *loopListener) roundCaps(rec *relayRecord, d direction, n int) bool {
+	pol := l.roundPolicy()
+	if !pol.capsBitrate() {
+		return true
+	}
+	lim := l.adm.s.checkCaps(pol, rec, d, n, capClock(l.roundTime()))
+	if lim == capNone {
+		return true
+	}
+	l.capPkts[d][lim-1]++
+	l.capBytes[d][lim-1] += uint64(n)
+	return false
 }
 
 // Queue bounds: beyond them datagrams for pion are dropped, as a full socket buffer would.
@@ -118,6 +144,9 @@ func (l *loopListener) relayChannelData(pkt []byte, src netip.AddrPort) bool {
 	if !found {
 		return false
 	}
+	if !l.roundCaps(a.relay.rec, toPeer, len(payload)) {
+		return true // over a bitrate cap: dropped, counted
+	}
 	if a.relay.sendToPeer(payload, peer) {
 		l.toPeer++
 		l.toPeerBytes += uint64(len(payload))
@@ -138,10 +167,14 @@ func (l *loopListener) Socket(s *udploop.Socket, buf []byte, n int, src netip.Ad
 	l.toClientBytes += uint64(n)
 	if a := r.alloc.Load(); a != nil {
 		if num := a.channelFor(src); num != 0 {
-			out.Send(buf[:stunwire.PutChannelHeader(buf, num, n)], a.client)
+			if l.roundCaps(r.rec, toClient, n) {
+				out.Send(buf[:stunwire.PutChannelHeader(buf, num, n)], a.client)
+			}
 			return
 		}
 	}
+	// pion checks the permission, frames a Data indication and writes it through WriteTo,
+	// where the caps apply.
 	queueForPion(r.toPion, buf[udploop.Headroom:udploop.Headroom+n], src)
 }
 
@@ -163,8 +196,16 @@ func (l *loopListener) RoundDone() {
 		m.pktToClient.Add(float64(l.toClient))
 		m.byteToClient.Add(float64(l.toClientBytes))
 	}
+	for d := range l.capPkts {
+		for i, pkts := range l.capPkts[d] {
+			if pkts > 0 {
+				m.capDropped(direction(d), capLimit(i+1), int(pkts), int(l.capBytes[d][i]))
+			}
+		}
+	}
 	l.bindings, l.unanswered, l.toPeer, l.toPeerBytes, l.toClient, l.toClientBytes = 0, 0, 0, 0, 0, 0
-	l.now = time.Time{}
+	l.capPkts, l.capBytes = [2][2]uint64{}, [2][2]uint64{}
+	l.now, l.pol = time.Time{}, nil
 }
 
 func queueForPion(q chan pionPacket, b []byte, src netip.AddrPort) {
@@ -188,8 +229,13 @@ func (l *loopListener) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// WriteTo is pion's: its unauthenticated answers pass admission's outgoing rewrite.
+// WriteTo is pion's: its unauthenticated answers pass admission's outgoing rewrite, and the
+// data it relays to a client (Data indications, ChannelData of a channel the loop does not
+// know yet) the bitrate caps.
 func (l *loopListener) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if !l.adm.s.frameWithinCaps(l.recOf(addr), b) {
+		return len(b), nil // over a cap: dropped, counted
+	}
 	if err := l.send(l.adm.outgoing(b, addr), addr); err != nil {
 		return 0, err
 	}
@@ -225,6 +271,19 @@ func (l *loopListener) reply(b []byte, to net.Addr) {
 	rb := l.out.ReplyBuf()[:len(b)]
 	copy(rb, b) // b may be rb itself, built in scratch
 	l.out.Send(rb, u.AddrPort())
+}
+
+// recOf returns the relay of the allocation of the client at addr on this socket, or nil;
+// only under a bitrate cap, the only time it is needed.
+func (l *loopListener) recOf(addr net.Addr) *relayRecord {
+	u, ok := addr.(*net.UDPAddr)
+	if !ok || !l.adm.s.policy.Load().capsBitrate() {
+		return nil
+	}
+	if a := l.clients.get(u.AddrPort()); a != nil {
+		return a.relay.rec
+	}
+	return nil
 }
 
 func (l *loopListener) LocalAddr() net.Addr { return l.local }
@@ -316,6 +375,9 @@ func (r *loopRelay) ReadFrom(p []byte) (int, net.Addr, error) {
 }
 
 func (r *loopRelay) WriteTo(p []byte, addr net.Addr) (int, error) {
+	if !r.lst.adm.s.withinCaps(r.rec, toPeer, len(p)) {
+		return len(p), nil // over a bitrate cap: dropped, counted
+	}
 	if r.sendToPeer(p, addrPortOf(addr)) {
 		r.lst.adm.s.m.pktToPeer.Inc()
 		r.lst.adm.s.m.byteToPeer.Add(float64(len(p)))
@@ -350,6 +412,9 @@ func (r *loopRelay) receiveFromOwnRelay(payload []byte, from netip.AddrPort) {
 	r.rec.countToClient(r.lst.adm.s.m, len(payload))
 	if a := r.alloc.Load(); a != nil {
 		if num := a.channelFor(from); num != 0 {
+			if !r.lst.adm.s.withinCaps(r.rec, toClient, len(payload)) {
+				return
+			}
 			buf := make([]byte, stunwire.ChannelHeaderLen+len(payload)+3)
 			copy(buf[stunwire.ChannelHeaderLen:], payload)
 			_ = r.lst.sock.Send(buf[:stunwire.PutChannelHeader(buf, num, len(payload))], a.client)

@@ -1,0 +1,487 @@
+package turnserver
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"icehub/internal/metrictest"
+)
+
+// The caps' arithmetic on a clock the test drives: a long run gets the cap plus the
+// tolerance, never more; what stays under the cap is never refused; pace asks exactly for
+// the wait that keeps a stream within the cap.
+func TestRateBucket(t *testing.T) {
+	const bps = 400_000 // 50 000 bytes/s
+	var b rateBucket
+	now := int64(time.Hour)
+	passed := 0
+	for i := range 10_000 { // 10 s offered at 1 MB/s in 1000-byte datagrams, 1 ms apart
+		if b.take(now+int64(i)*int64(time.Millisecond), 1000, bps) {
+			passed += 1000
+		}
+	}
+	if max := 10*50_000 + 25_000 + 1000; passed > max || passed < 10*50_000 {
+		t.Fatalf("10 s at 1 MB/s under a 400 kbit/s cap passed %d bytes, want 500000..%d", passed, max)
+	}
+	var under rateBucket
+	for i := range 1000 { // 250 kbit/s: 1000 bytes every 32 ms, with 20-datagram bursts
+		at := now + int64(i/20)*20*int64(32*time.Millisecond)
+		if !under.take(at, 1000, bps) {
+			t.Fatalf("datagram %d refused at 62 %% of the cap", i)
+		}
+	}
+	var p rateBucket
+	if w := p.pace(now, 25_000, bps); w != 0 {
+		t.Fatalf("the first half second's bytes wait %s", w)
+	}
+	if w := p.pace(now, 50_000, bps); w != time.Second {
+		t.Fatalf("one more second's bytes at once wait %s, want 1s", w)
+	}
+}
+
+// A datagram a cap refuses costs a policy load, a clock reading and a compare-and-swap, and
+// allocates nothing.
+func BenchmarkCapCheckDrop(b *testing.B) {
+	s := &Server{}
+	set := defaultSettings
+	set.MaxBitrate = 16_000
+	s.policy.Store(newPolicy(set, nil))
+	rec := &relayRecord{}
+	pol := s.policy.Load()
+	now := capClock(time.Now())
+	b.ReportAllocs()
+	for b.Loop() {
+		s.checkCaps(pol, rec, toPeer, 1000, now)
+	}
+}
+
+// udpSink is a UDP peer that counts what reaches it and can send to a relay.
+type udpSink struct {
+	conn *net.UDPConn
+	got  atomic.Int64
+	from atomic.Pointer[net.UDPAddr] // the last source: the relay address
+}
+
+func newUDPSink(t *testing.T) *udpSink {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadBuffer(4 << 20)
+	s := &udpSink{conn: c}
+	t.Cleanup(func() { _ = c.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			s.got.Add(int64(n))
+			s.from.Store(from)
+		}
+	}()
+	return s
+}
+
+func (s *udpSink) addr() *net.UDPAddr { return s.conn.LocalAddr().(*net.UDPAddr) }
+
+// pump sends size-byte datagrams with send at bps bits per second for d and returns the
+// bytes it sent.
+func pump(d time.Duration, bps, size int, send func([]byte)) int64 {
+	b := make([]byte, size)
+	start := time.Now()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	var sent int
+	for {
+		el := time.Since(start)
+		if el >= d {
+			return int64(sent)
+		}
+		for due := int(el.Seconds() * float64(bps) / 8); sent+size <= due; sent += size {
+			send(b)
+		}
+		<-tick.C
+	}
+}
+
+// flow is one allocation's two directions in a cap test: send pushes one datagram to the
+// peer, got counts what the client received from it.
+type flow struct {
+	send func([]byte)
+	got  *atomic.Int64
+}
+
+const (
+	capBPS   = 400_000 // the cap under test: 50 000 bytes/s
+	dgram    = 1000
+	overFor  = 3 * time.Second
+	underFor = 2 * time.Second
+)
+
+// pumpBoth pushes bps each way through every flow at once for d, peer to client from the
+// sink to relays, and returns the bytes delivered to the peer and to the clients, and how
+// many each flow offered each way.
+func pumpBoth(flows []flow, sink *udpSink, relays []net.Addr, bps int, d time.Duration) (toPeer, toClient, offered int64) {
+	peer0, client0 := sink.got.Load(), int64(0)
+	for _, f := range flows {
+		client0 += f.got.Load()
+	}
+	var wg sync.WaitGroup
+	for i, f := range flows {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if n := pump(d, bps, dgram, f.send); i == 0 {
+				offered = n
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			pump(d, bps, dgram, func(b []byte) { _, _ = sink.conn.WriteTo(b, relays[i]) })
+		}()
+	}
+	wg.Wait()
+	time.Sleep(300 * time.Millisecond) // what is still in flight
+	toPeer = sink.got.Load() - peer0
+	for _, f := range flows {
+		toClient += f.got.Load()
+	}
+	return toPeer, toClient - client0, offered
+}
+
+// capped asserts that got bytes over d are within 1.25 × the cap and near it (it does let
+// through what the cap allows).
+func capped(t *testing.T, what string, got int64, d time.Duration) {
+	t.Helper()
+	cap := float64(capBPS) / 8 * d.Seconds()
+	ratio := float64(got) / cap
+	t.Logf("%s: %d bytes in %s at 1 MB/s offered: %.2f × the cap", what, got, d, ratio)
+	if ratio > 1.25 || ratio < 0.8 {
+		t.Errorf("%s: delivered %.2f × the %d bit/s cap, want 0.8..1.25", what, ratio, capBPS)
+	}
+}
+
+// pionFlow allocates with a pion client (UDP or TCP), warms the path up to sink (permission,
+// channel) and returns the flow and its relay address.
+func pionFlow(t *testing.T, ts *testServer, user string, tcp bool, sink *udpSink) (flow, net.Addr) {
+	t.Helper()
+	cr := ts.creds(t, user)
+	c := udpClientFor(t, ts, cr.Username, cr.Password, tcp)
+	relay, err := c.Allocate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = relay.Close() })
+	got := new(atomic.Int64)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := relay.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			got.Add(int64(n))
+		}
+	}()
+	f := flow{send: func(b []byte) { _, _ = relay.WriteTo(b, sink.addr()) }, got: got}
+	warmUp(t, f, sink)
+	return f, relay.LocalAddr()
+}
+
+func udpClientFor(t *testing.T, ts *testServer, user, pass string, tcp bool) interface {
+	Allocate() (net.PacketConn, error)
+} {
+	if tcp {
+		return tcpClient(t, ts.tcp, user, pass)
+	}
+	return udpClient(t, ts.udp, user, pass)
+}
+
+// warmUp sends until the sink hears the flow (the permission exists), then leaves pion's
+// client time to bind its channel.
+func warmUp(t *testing.T, f flow, sink *udpSink) {
+	t.Helper()
+	before := sink.got.Load()
+	deadline := time.Now().Add(testTimeout)
+	for sink.got.Load() == before {
+		if time.Now().After(deadline) {
+			t.Fatal("the peer never heard the client")
+		}
+		f.send([]byte("warm up"))
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+}
+
+// rawFlow is a hand-built UDP client that never binds a channel: client to peer in Send
+// indications, peer to client in Data indications, both through pion.
+func rawFlow(t *testing.T, ts *testServer, sink *udpSink) (flow, net.Addr) {
+	t.Helper()
+	c := newRawTURN(t, ts.udp, ts.creds(t, "raw"))
+	if code := c.allocate(0); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	peer := xorPeer{ap: sink.addr().AddrPort()}
+	if code, _ := c.request(stun.MethodCreatePermission, peer); code != 0 {
+		t.Fatalf("CreatePermission: %d", code)
+	}
+	_ = c.conn.SetReadDeadline(time.Time{})
+	got := new(atomic.Int64)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, err := c.conn.Read(buf)
+			if err != nil {
+				return
+			}
+			m := &stun.Message{Raw: buf[:n]}
+			var data stun.RawAttribute
+			if m.Decode() == nil && m.Type == stun.NewType(stun.MethodData, stun.ClassIndication) {
+				if a, ok := m.Attributes.Get(stun.AttrData); ok {
+					data = a
+					got.Add(int64(len(data.Value)))
+				}
+			}
+		}
+	}()
+	var mu sync.Mutex // the raw client's messages are built one at a time
+	f := flow{send: func(b []byte) { mu.Lock(); c.sendIndication(peer, b); mu.Unlock() }, got: got}
+	warmUp(t, f, sink)
+	return f, net.UDPAddrFromAddrPort(c.relay)
+}
+
+// capServer starts a server with loopback peers allowed and no cap (the caps come by
+// reload, onto live allocations), exporting metrics to the returned registry.
+func capServer(t *testing.T) (*testServer, *prometheus.Registry) {
+	return startServerReg(t, loopbackAllowed)
+}
+
+func reloadCaps(t *testing.T, ts *testServer, perAlloc, total uint64) {
+	t.Helper()
+	set := ts.cfg.Settings
+	set.MaxBitrate, set.TotalBitrate = perAlloc, total
+	commit, err := ts.srv.PrepareReload(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit()
+}
+
+func droppedPackets(t *testing.T, reg *prometheus.Registry, dir, limit string) float64 {
+	return metrictest.Value(t, reg, "icehub_turn_bitrate_dropped_packets_total", map[string]string{"direction": dir, "limit": limit})
+}
+
+// Every datagram path holds turn.max_bitrate, both ways, on allocations that were made
+// before the cap (a reload brought it): 1 MB/s offered each way gets at most 1.25 × 400
+// kbit/s through, and traffic at half the cap loses nothing. The paths: pion's client over
+// UDP (the loop's ChannelData fast path both ways, or pion's with ICEHUB_PORTABLE_UDP=1),
+// over TCP (the portable relay, frames pion writes on the stream), and a client that never
+// binds a channel (Send and Data indications through pion).
+func TestBitrateCapEveryPath(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mk   func(*testing.T, *testServer, *udpSink) (flow, net.Addr)
+	}{
+		{"udp channels", func(t *testing.T, ts *testServer, s *udpSink) (flow, net.Addr) {
+			return pionFlow(t, ts, "udp", false, s)
+		}},
+		{"tcp client", func(t *testing.T, ts *testServer, s *udpSink) (flow, net.Addr) {
+			return pionFlow(t, ts, "tcp", true, s)
+		}},
+		{"indications", rawFlow},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ts, reg := capServer(t)
+			sink := newUDPSink(t)
+			f, relay := tc.mk(t, ts, sink)
+			reloadCaps(t, ts, capBPS, 0)
+
+			toPeer, toClient, want := pumpBoth([]flow{f}, sink, []net.Addr{relay}, capBPS/2, underFor)
+			if toPeer != want || toClient < want {
+				t.Fatalf("at half the cap: %d bytes to the peer, %d to the client; want all %d each way", toPeer, toClient, want)
+			}
+			if d := droppedPackets(t, reg, "to_peer", "allocation") + droppedPackets(t, reg, "to_client", "allocation"); d != 0 {
+				t.Fatalf("%v datagrams dropped under the cap", d)
+			}
+
+			toPeer, toClient, _ = pumpBoth([]flow{f}, sink, []net.Addr{relay}, 8_000_000, overFor)
+			capped(t, "client to peer", toPeer, overFor)
+			capped(t, "peer to client", toClient, overFor)
+			for _, dir := range []string{"to_peer", "to_client"} {
+				if droppedPackets(t, reg, dir, "allocation") == 0 {
+					t.Errorf("no drop counted %s", dir)
+				}
+			}
+		})
+	}
+}
+
+// turn.total_bitrate holds for all allocations together, and a datagram between two
+// allocations of this server (own-relay delivery, inside the process) is held by the
+// sender's cap and by the receiver's.
+func TestBitrateCapTotalAndOwnRelay(t *testing.T) {
+	t.Run("total", func(t *testing.T) {
+		t.Parallel()
+		ts, reg := capServer(t)
+		sink := newUDPSink(t)
+		f1, r1 := pionFlow(t, ts, "one", false, sink)
+		f2, r2 := pionFlow(t, ts, "two", true, sink)
+		reloadCaps(t, ts, 0, capBPS)
+		toPeer, toClient, _ := pumpBoth([]flow{f1, f2}, sink, []net.Addr{r1, r2}, 8_000_000, overFor)
+		capped(t, "two clients to the peer", toPeer, overFor)
+		capped(t, "the peer to two clients", toClient, overFor)
+		if droppedPackets(t, reg, "to_peer", "total") == 0 || droppedPackets(t, reg, "to_peer", "allocation") != 0 {
+			t.Error("drops not counted under limit=total")
+		}
+	})
+	t.Run("own relay", func(t *testing.T) {
+		t.Parallel()
+		ts, _ := startServerReg(t, nil) // no loopback peers: only the own-relay exception
+		cr := ts.creds(t, "receiver")
+		recv := udpClient(t, ts.udp, cr.Username, cr.Password)
+		rrelay, err := recv.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := new(atomic.Int64)
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				n, _, err := rrelay.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				got.Add(int64(n))
+			}
+		}()
+		var senders []net.PacketConn
+		for i, tcp := range []bool{false, true} {
+			cr := ts.creds(t, "sender"+itoa(int64(i)))
+			s, err := udpClientFor(t, ts, cr.Username, cr.Password, tcp).Allocate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The receiver's permission (and channel) for the sender's relay.
+			if _, err := rrelay.WriteTo([]byte("hello"), s.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+			senders = append(senders, s)
+		}
+		time.Sleep(300 * time.Millisecond)
+		for _, s := range senders {
+			before := got.Load()
+			deadline := time.Now().Add(testTimeout)
+			for got.Load() == before && time.Now().Before(deadline) {
+				_, _ = s.WriteTo([]byte("warm up"), rrelay.LocalAddr())
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		reloadCaps(t, ts, capBPS, 0)
+		time.Sleep(capToleranceDur) // the warm-up's share of the buckets is gone
+		start := got.Load()
+		var wg sync.WaitGroup
+		for _, s := range senders {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pump(overFor, 8_000_000, dgram, func(b []byte) { _, _ = s.WriteTo(b, rrelay.LocalAddr()) })
+			}()
+		}
+		wg.Wait()
+		time.Sleep(300 * time.Millisecond)
+		// Each sender is held to the cap, so 2 × the cap reaches the receiver's relay; its
+		// own cap halves that.
+		capped(t, "two own relays to a third", got.Load()-start, overFor)
+	})
+}
+
+const capToleranceDur = time.Duration(capTolerance)
+
+// An RFC 6062 TCP relay is paced, both ways: nothing is lost, and no more than the cap
+// gets through.
+func TestBitrateCapTCPRelay(t *testing.T) {
+	ts, _ := capServer(t)
+	reloadCaps(t, ts, capBPS, 0)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var atPeer atomic.Int64
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		go pump(overFor+time.Second, 8_000_000, dgram, func(b []byte) { _, _ = c.Write(b) })
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			atPeer.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	cr := ts.creds(t, "tcp-relay")
+	alloc, err := tcpClient(t, ts.tcp, cr.Username, cr.Password).AllocateTCP()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = alloc.Close() })
+	conn, err := alloc.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	var atClient atomic.Int64
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := conn.Read(buf)
+			atClient.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	pump(overFor, 8_000_000, dgram, func(b []byte) {
+		if time.Since(start) < overFor {
+			_ = conn.SetWriteDeadline(start.Add(overFor))
+			_, _ = conn.Write(b)
+		}
+	})
+	el := time.Since(start)
+	capped(t, "client to peer (TCP relay)", atPeer.Load(), el)
+	capped(t, "peer to client (TCP relay)", atClient.Load(), el)
+}
+
+// With a cap in force no allocation may be relayed past user space.
+func TestUnderBitrateCap(t *testing.T) {
+	ts, _ := capServer(t)
+	rec := &relayRecord{network: "udp", advertised: netip.MustParseAddrPort("127.0.0.1:1")}
+	if ts.srv.underBitrateCap(rec) {
+		t.Fatal("capped without a cap")
+	}
+	reloadCaps(t, ts, 0, 1_000_000)
+	if !ts.srv.underBitrateCap(rec) {
+		t.Fatal("turn.total_bitrate set, yet not capped")
+	}
+	reloadCaps(t, ts, 0, 0)
+	if ts.srv.underBitrateCap(rec) {
+		t.Fatal("still capped after the caps were removed")
+	}
+}
