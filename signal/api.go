@@ -19,7 +19,7 @@ func (h *Hub) iceServers(user, host string) ([]ICEServer, auth.Credentials, erro
 	if err != nil {
 		return nil, cred, err
 	}
-	return ICEServers(h.ice, cred, host), cred, nil
+	return ICEServers(h.pol.Load().ice, cred, host), cred, nil
 }
 
 // HostPlaceholder in an ICE URL stands for the host name the client used to reach the hub,
@@ -69,7 +69,7 @@ func (h *Hub) ttlSeconds() int64 {
 
 func (h *Hub) turnURIs() []string {
 	uris := []string{}
-	for _, u := range h.ice {
+	for _, u := range h.pol.Load().ice {
 		if strings.HasPrefix(u, "turn:") || strings.HasPrefix(u, "turns:") {
 			uris = append(uris, u)
 		}
@@ -114,6 +114,13 @@ func (h *Hub) serveTURN(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `service must be "turn"`, http.StatusBadRequest)
 		return
 	}
+	uris := h.turnURIs()
+	if len(uris) == 0 {
+		// STUN only (turn.stun_only, or ice_urls without turn: URLs): credentials would open
+		// nothing, and a client told "no TURN here" falls back at once.
+		http.Error(w, "no TURN service here: this hub hands out STUN URLs only (see /api/ice-servers)", http.StatusNotFound)
+		return
+	}
 	user := newPeerID()
 	if _, ok := q["username"]; ok {
 		user = q.Get("username")
@@ -142,5 +149,5 @@ func (h *Hub) serveTURN(w http.ResponseWriter, r *http.Request) {
 		Password string   `json:"password"`
 		TTL      int64    `json:"ttl"`
 		URIs     []string `json:"uris"`
-	}{cred.Username, cred.Password, h.ttlSeconds(), h.turnURIs()})
+	}{cred.Username, cred.Password, h.ttlSeconds(), uris})
 }

@@ -15,9 +15,10 @@ import (
 
 // WebSocket close codes the hub sends.
 const (
-	closeGoingAway = websocket.CloseGoingAway
-	closePolicy    = websocket.ClosePolicyViolation
-	closeInternal  = websocket.CloseInternalServerErr
+	closeGoingAway      = websocket.CloseGoingAway
+	closeServiceRestart = websocket.CloseServiceRestart
+	closePolicy         = websocket.ClosePolicyViolation
+	closeInternal       = websocket.CloseInternalServerErr
 )
 
 const (

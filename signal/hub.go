@@ -36,7 +36,6 @@ type Config struct {
 type Hub struct {
 	ring    *auth.Ring
 	ttl     time.Duration
-	ice     []string
 	log     *slog.Logger
 	rooms   Rooms
 	metrics *metrics
@@ -46,15 +45,18 @@ type Hub struct {
 	ctx    context.Context // cancelled by Shutdown; parent of every connection's context
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	clients  map[*client]struct{}
-	perIP    map[string]int
-	closing  bool
-	wg       sync.WaitGroup
-	sessions map[string]*session // by peer id: live, parked here, or being resumed
-	parked   int                 // sessions parked on this node
-	parkedIP map[string]int      // of them, per client IP
-	parkCap  int                 // at most this many parked sessions (maxParked; tests lower it)
+	mu      sync.Mutex
+	clients map[*client]struct{}
+	perIP   map[string]int
+	closing bool
+	// closeCode and closeReason are what Shutdown or Restart closes WebSockets with.
+	closeCode   int
+	closeReason string
+	wg          sync.WaitGroup
+	sessions    map[string]*session // by peer id: live, parked here, or being resumed
+	parked      int                 // sessions parked on this node
+	parkedIP    map[string]int      // of them, per client IP
+	parkCap     int                 // at most this many parked sessions (maxParked; tests lower it)
 
 	store resumeStore
 
@@ -80,7 +82,6 @@ func New(cfg Config) (*Hub, error) {
 	h := &Hub{
 		ring:     cfg.Ring,
 		ttl:      cfg.TTL,
-		ice:      append([]string(nil), cfg.ICEURLs...),
 		log:      cfg.Logger,
 		rooms:    cfg.Rooms,
 		clients:  make(map[*client]struct{}),
@@ -94,7 +95,11 @@ func New(cfg Config) (*Hub, error) {
 	} else {
 		h.store = newMemResume(cfg.Rooms)
 	}
-	pol, err := newPolicy(cfg.Settings, h.ice)
+	ice := cfg.ICEURLs
+	if cfg.Settings.ICEURLs != nil {
+		ice = cfg.Settings.ICEURLs
+	}
+	pol, err := newPolicy(cfg.Settings, ice)
 	if err != nil {
 		return nil, err
 	}
@@ -151,10 +156,15 @@ func (h *Hub) Handler() http.Handler {
 // returned commit applies it and cannot fail. So a reload that touches several components
 // prepares them all and commits all or none. Once committed, open connections get the new
 // message rate at once; frame and queue sizes and the ping period apply to new connections,
-// the resume settings to connections lost from then on. IdleTimeout and ReadTimeout are the
-// HTTP server's and are ignored here.
+// the resume settings to connections lost from then on, new ICE URLs to every credential
+// handed out from then on. IdleTimeout and ReadTimeout are the HTTP server's and are
+// ignored here.
 func (h *Hub) PrepareReload(s Settings) (commit func(), err error) {
-	pol, err := newPolicy(s, h.ice)
+	ice := s.ICEURLs
+	if ice == nil {
+		ice = h.pol.Load().ice
+	}
+	pol, err := newPolicy(s, ice)
 	if err != nil {
 		return nil, err
 	}
@@ -188,10 +198,23 @@ func (h *Hub) Settings() Settings { return h.pol.Load().sig }
 // Shutdown refuses new connections, closes every WebSocket with 1001 "going away" and waits
 // for their goroutines until ctx is done.
 func (h *Hub) Shutdown(ctx context.Context) error {
+	return h.closeAll(ctx, closeGoingAway, "going away")
+}
+
+// Restart is Shutdown for a node that drains before it stops, or restarts: every WebSocket
+// is closed with 1012 "service restart", which tells clients to reconnect (to another node
+// behind a load balancer) rather than that the service is gone. Sessions end or are parked
+// for a resume exactly as with Shutdown.
+func (h *Hub) Restart(ctx context.Context) error {
+	return h.closeAll(ctx, closeServiceRestart, "service restart")
+}
+
+func (h *Hub) closeAll(ctx context.Context, code int, reason string) error {
 	h.mu.Lock()
 	h.closing = true
+	h.closeCode, h.closeReason = code, reason
 	for c := range h.clients {
-		c.kill(closeGoingAway, "going away", endShutdown)
+		c.kill(code, reason, endShutdown)
 	}
 	// Sessions parked here end with the process; in a cluster the other nodes evict them
 	// from their rooms when their window passes.
@@ -239,12 +262,12 @@ func (h *Hub) release(ip string) {
 func (h *Hub) addClient(c *client) {
 	h.mu.Lock()
 	h.clients[c] = struct{}{}
-	closing := h.closing
+	closing, code, reason := h.closing, h.closeCode, h.closeReason
 	h.mu.Unlock()
 	h.metrics.conns.Inc()
 	h.metrics.connsTotal.Inc()
 	if closing {
-		c.kill(closeGoingAway, "going away", endShutdown)
+		c.kill(code, reason, endShutdown)
 	}
 }
 

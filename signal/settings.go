@@ -47,6 +47,10 @@ type Settings struct {
 	// from these sources, before the hub sees the connection.)
 	ProxyFrom      []netip.Prefix
 	ClientIPHeader string
+	// ICEURLs, when not nil, replace the stun:, turn: and turns: URLs handed to clients
+	// (Config.ICEURLs at start), for instance on a reload that turns TURN off. nil keeps
+	// the list in force.
+	ICEURLs []string
 
 	// For the http.Server that serves Handler, which main builds: the hub does not apply
 	// them, and a reload cannot change them.
@@ -76,6 +80,7 @@ func DefaultSettings() Settings {
 // policy is Settings checked and compiled; the hub swaps it whole on a reload.
 type policy struct {
 	sig       Settings
+	ice       []string // the ICE URLs handed to clients
 	anyOrigin bool
 	origins   map[string]bool // normalized "scheme://host[:port]" of AllowedOrigins
 	own       map[string]bool // normalized PublicOrigins
@@ -128,6 +133,7 @@ func newPolicy(s Settings, iceURLs []string) (*policy, error) {
 	}
 	p := &policy{
 		sig:          s,
+		ice:          append([]string(nil), iceURLs...),
 		origins:      make(map[string]bool),
 		own:          make(map[string]bool),
 		ownHosts:     make(map[string]bool),
