@@ -30,25 +30,31 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-// startAdmin serves /metrics, /healthz, /readyz (503 once stopping is set), pprof and the
-// status page (at /, when page is set) on the admin listener, which should stay on loopback
-// or a private interface.
-func startAdmin(listen string, reg *prometheus.Registry, stopping *atomic.Bool, page *statuspage.Page, log *slog.Logger) (*http.Server, error) {
+// startAdmin serves /metrics, /healthz, /readyz, pprof and the status page (at /, when page
+// is set) on the admin listener, which should stay on loopback or a private interface.
+// /readyz answers 503 from SIGTERM on (draining: send nothing new here), /healthz only once
+// the process really stops (a draining node is alive, and a liveness probe must not kill it).
+func startAdmin(listen string, reg *prometheus.Registry, state *atomic.Int32, page *statuspage.Page, log *slog.Logger) (*http.Server, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("admin.listen: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	health := func(w http.ResponseWriter, _ *http.Request) {
-		if stopping.Load() {
-			http.Error(w, "stopping", http.StatusServiceUnavailable)
-			return
+	check := func(down int32) http.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			switch st := state.Load(); {
+			case st == stateStopping && st >= down:
+				http.Error(w, "stopping", http.StatusServiceUnavailable)
+			case st == stateDraining && st >= down:
+				http.Error(w, "draining", http.StatusServiceUnavailable)
+			default:
+				io.WriteString(w, "ok\n")
+			}
 		}
-		io.WriteString(w, "ok\n")
 	}
-	mux.HandleFunc("GET /healthz", health)
-	mux.HandleFunc("GET /readyz", health)
+	mux.HandleFunc("GET /healthz", check(stateStopping))
+	mux.HandleFunc("GET /readyz", check(stateDraining))
 	// Profiles for `go tool pprof http://ADMIN/debug/pprof/profile` under load.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

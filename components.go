@@ -62,12 +62,18 @@ func turnSettings(t config.TURN) turnserver.Settings {
 		MaxConnsPerIP:         t.MaxConnsPerIP,
 		AllocateTimeout:       t.AllocateTimeout.Duration,
 		ProxyFrom:             config.Prefixes(t.ProxyFrom),
+		MaxBitrate:            uint64(t.MaxBitrate),
+		TotalBitrate:          uint64(t.TotalBitrate),
+		STUNOnly:              t.STUNOnly,
+		AlternateServers:      config.AlternateAddrs(t.AlternateServers),
 	}
 }
 
-// hubSettings maps the file's [signal] table onto the hub's settings; cs supplies the names
-// in the HTTPS certificate, which are the hub's own for the same-origin rule.
-func hubSettings(s config.Signal, cs *certs) icesignal.Settings {
+// hubSettings maps the file's [signal] table onto the hub's settings, with the ICE URLs of
+// the whole file (iceURLs); cs supplies the names in the HTTPS certificate, which are the
+// hub's own for the same-origin rule.
+func hubSettings(cfg config.Config, cs *certs) icesignal.Settings {
+	s := cfg.Signal
 	var names []string
 	if crt := cs.signal.Load(); crt != nil && crt.Leaf != nil {
 		names = append(names, crt.Leaf.DNSNames...)
@@ -94,6 +100,7 @@ func hubSettings(s config.Signal, cs *certs) icesignal.Settings {
 		ReadTimeout:       s.ReadTimeout.Duration,
 		ProxyFrom:         config.Prefixes(s.ProxyFrom),
 		ClientIPHeader:    s.ClientIPHeader,
+		ICEURLs:           iceURLs(cfg),
 	}
 }
 

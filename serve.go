@@ -43,7 +43,19 @@ type app struct {
 	// generated holds the secret made up at start when the config has none, so a reload of
 	// such a config keeps issued credentials valid.
 	generated string
+	// state is what the admin listener's /readyz and /healthz report: running, draining
+	// (not ready, alive) or stopping.
+	state atomic.Int32
+	// drained is set once drain has closed the hub's WebSockets and listener.
+	drained bool
 }
+
+// The values of app.state.
+const (
+	stateRunning int32 = iota
+	stateDraining
+	stateStopping
+)
 
 func newLogger(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	lv := new(slog.LevelVar)
@@ -146,7 +158,8 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 		rooms = rr
 		log.Info("cluster mode: rooms shared through redis")
 	}
-	hs := hubSettings(cfg.Signal, a.tlsMgr)
+	hs := hubSettings(cfg, a.tlsMgr)
+	warnSTUNOnly(cfg, log)
 	a.hub, err = icesignal.New(icesignal.Config{
 		Settings: hs, Ring: ring, TTL: cfg.Auth.TTL.Duration, ICEURLs: iceURLs(cfg),
 		Logger: log, Registerer: reg, Rooms: rooms,
@@ -164,11 +177,10 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 		go a.http.Serve(fr.http) //nolint:errcheck // ends with Shutdown
 	}
 
-	var stopping atomic.Bool
 	if cfg.Admin.Listen != "" {
 		page := statuspage.New(statuspage.Config{Gatherer: reg, Allocations: a.liveAllocations})
 		defer page.Close()
-		if a.admin, err = startAdmin(cfg.Admin.Listen, reg, &stopping, page, log); err != nil {
+		if a.admin, err = startAdmin(cfg.Admin.Listen, reg, &a.state, page, log); err != nil {
 			return err
 		}
 	}
@@ -188,9 +200,12 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 			a.reload()
 			continue
 		}
-		stopping.Store(true)
 		log.Info("stopping", "signal", s.String())
 		_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
+		if d := a.cfg.Server.DrainTimeout.Duration; d > 0 {
+			a.drain(d, sigs)
+		}
+		a.state.Store(stateStopping)
 		return a.shutdown()
 	}
 	return nil
@@ -231,7 +246,7 @@ func (a *app) apply(cfg config.Config) error {
 	if err != nil {
 		return fmt.Errorf("turn: %w", err)
 	}
-	commitHub, err := a.hub.PrepareReload(hubSettings(cfg.Signal, certs))
+	commitHub, err := a.hub.PrepareReload(hubSettings(cfg, certs))
 	if err != nil {
 		return fmt.Errorf("signal: %w", err)
 	}
@@ -256,6 +271,7 @@ func (a *app) apply(cfg config.Config) error {
 	a.tlsMgr.swap(certs)
 	a.level.Set(parseLevel(cfg.Log.Level))
 	applyGC(cfg.Server, a.log)
+	warnSTUNOnly(cfg, a.log)
 	a.cfg = cfg
 	return nil
 }
@@ -293,9 +309,11 @@ func (a *app) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.Server.ShutdownTimeout.Duration)
 	defer cancel()
 	var errs []error
-	// Hijacked WebSockets are not tracked by http.Server: the hub closes them itself (1001).
-	errs = append(errs, a.hub.Shutdown(ctx))
-	errs = append(errs, a.http.Shutdown(ctx))
+	if !a.drained {
+		// Hijacked WebSockets are not tracked by http.Server: the hub closes them itself (1001).
+		errs = append(errs, a.hub.Shutdown(ctx))
+		errs = append(errs, a.http.Shutdown(ctx))
+	}
 	if a.admin != nil {
 		errs = append(errs, a.admin.Shutdown(ctx))
 	}
