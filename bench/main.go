@@ -32,6 +32,8 @@ modes:
              report RSS, goroutines and open fds at start and end (must return to baseline)
   compare    build icehub, run it and coturn (and the socket.io baseline) alternately on
              identical loads, print a markdown table of ratios
+  cap        the bitrate cap (turn.max_bitrate): delivered against offered around the
+             cap, both ways, icehub and coturn (--max-bps) side by side
   flood      spoofed floods from the clients' own address against icehub and coturn: do
              fresh clients still set up and relay, and how many bytes go back (issue 11)
   xdp        the XDP offload (issue 16) in network namespaces: coturn, icehub and icehub
@@ -73,6 +75,8 @@ func main() {
 		err = cmdXDP(args)
 	case "flood":
 		err = cmdFlood(args)
+	case "cap":
+		err = cmdCap(args)
 	case "-h", "-help", "--help", "help":
 		fmt.Print(usage)
 	default:
