@@ -485,3 +485,40 @@ func TestUnderBitrateCap(t *testing.T) {
 		t.Fatal("still capped after the caps were removed")
 	}
 }
+
+// A stranger who learned the relay address (no permission) cannot spend the client's
+// allowance: at 1 MB/s from an address pion refuses, the peer's traffic at half the cap still
+// loses nothing, and none of the stranger's datagrams counts as a drop.
+func TestBitrateCapStrangerFloodCostsTheClientNothing(t *testing.T) {
+	// The peer filter lets the stranger's address through: only the permission stops it.
+	ts, reg := startServerReg(t, func(c *Config) {
+		c.Settings.AllowPeers = []netip.Prefix{mustPrefix("127.0.0.1/32"), mustPrefix("127.0.0.2/32")}
+	})
+	sink := newUDPSink(t)
+	f, relay := pionFlow(t, ts, "victim", false, sink)
+	reloadCaps(t, ts, capBPS, 0)
+	stranger, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Skipf("no 127.0.0.2 to flood from: %v", err)
+	}
+	defer stranger.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		pump(underFor+500*time.Millisecond, 8_000_000, dgram, func(b []byte) { _, _ = stranger.WriteTo(b, relay) })
+	}()
+	time.Sleep(100 * time.Millisecond)
+	before := f.got.Load()
+	sent := pump(underFor, capBPS/2, dgram, func(b []byte) { _, _ = sink.conn.WriteTo(b, relay) })
+	<-done
+	time.Sleep(300 * time.Millisecond)
+	if n := metrictest.Value(t, reg, "icehub_turn_relayed_packets_total", map[string]string{"direction": "to_client"}); n < 1000 {
+		t.Fatalf("only %v datagrams reached the relay: the stranger's flood did not", n)
+	}
+	if got := f.got.Load() - before; got != sent {
+		t.Fatalf("the peer sent %d bytes at half the cap during the flood, the client got %d", sent, got)
+	}
+	if d := droppedPackets(t, reg, "to_client", "allocation"); d != 0 {
+		t.Fatalf("%v datagrams counted against the client's cap: the stranger's flood spent its allowance", d)
+	}
+}
