@@ -65,12 +65,12 @@ func TestNATBrowsers(t *testing.T) {
 			}
 		}},
 	} {
-		name, extra := c.a+"↔"+c.b, ""
+		name := c.a + "↔" + c.b
 		if c.noTURN {
 			name += " without TURN URLs"
 		}
 		if c.relayOnly {
-			name, extra = name+" relay only", "&relay=1"
+			name += " relay only"
 		}
 		t.Run(name, func(t *testing.T) {
 			o := hubOpts{}
@@ -82,12 +82,12 @@ func TestNATBrowsers(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
 			room := strings.NewReplacer("↔", "-", " ", "-").Replace(name)
-			pa := openCall(t, ctx, chromium, w.clients[c.a], base, room, extra)
+			pa := openCall(t, ctx, chromium, w.clients[c.a], base, room, callOpts{relayOnly: c.relayOnly})
 			if err := pa.WaitFor(ctx, `window.__natlab.pcs.length > 0 || document.readyState === 'complete'`); err != nil {
 				t.Fatalf("%s: page did not load: %v", c.a, err)
 			}
 			start := time.Now()
-			pb := openCall(t, ctx, chromium, w.clients[c.b], base, room, extra)
+			pb := openCall(t, ctx, chromium, w.clients[c.b], base, room, callOpts{relayOnly: c.relayOnly})
 			pages := []*callPage{pa, pb}
 
 			if !c.connect {

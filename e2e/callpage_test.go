@@ -96,13 +96,27 @@ type callPage struct {
 	*cdp.Page
 }
 
+// callOpts are the demo page's switches a case sets.
+type callOpts struct {
+	relayOnly bool // the page's "relay only" switch (iceTransportPolicy "relay")
+	video     bool // send video from Chromium's generated camera; off, the page sends no media
+}
+
 // openCall starts Chromium inside cl's namespace (trusting the lab's self-signed certificate
 // the way a user clicking through would: --ignore-certificate-errors) and opens the demo's
-// two-party call page in room, with the camera off so no media device is needed; extra
-// adds query parameters (relay=1: the page's "relay only" switch).
-func openCall(t *testing.T, ctx context.Context, chromium string, cl *site, base, room, extra string) *callPage {
+// two-party call page in room.
+func openCall(t *testing.T, ctx context.Context, chromium string, cl *site, base, room string, o callOpts) *callPage {
 	t.Helper()
 	flags := append(cdp.Flags(t.TempDir()), "--ignore-certificate-errors")
+	query := "?room=" + room + "&autostart=1&video=0"
+	if o.video {
+		// A generated camera, granted without asking.
+		flags = append(flags, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
+		query = strings.Replace(query, "video=0", "video=1", 1)
+	}
+	if o.relayOnly {
+		query += "&relay=1"
+	}
 	b, err := cdp.Launch(cl.host.Command(context.Background(), chromium, flags...))
 	if err != nil {
 		t.Fatalf("chromium in %s: %v", cl.name, err)
@@ -115,7 +129,7 @@ func openCall(t *testing.T, ctx context.Context, chromium string, cl *site, base
 	if err := p.AddInitScript(ctx, pcHook); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.Navigate(ctx, base+"/call.html?room="+room+"&autostart=1&video=0"+extra); err != nil {
+	if err := p.Navigate(ctx, base+"/call.html"+query); err != nil {
 		t.Fatal(err)
 	}
 	cp := &callPage{name: cl.name, Page: p}
@@ -146,4 +160,42 @@ func (p *callPage) selected(ctx context.Context) (selectedPair, error) {
 		return selectedPair{}, fmt.Errorf("%s: no selected candidate pair", p.name)
 	}
 	return *sp, nil
+}
+
+// demoState is what the demo page's icehub.js session and call look like at one moment.
+type demoState struct {
+	HubID         string `json:"hubID"`
+	Hub           string `json:"hub"`     // Hub.state: connecting, connected, reconnecting, closed
+	Resumed       bool   `json:"resumed"` // whether the last welcome resumed the session
+	Call          string `json:"call"`    // Call.state: waiting, then the connection's state
+	Ufrag         string `json:"ufrag"`   // ICE username fragment of the local description
+	PCs           int    `json:"pcs"`     // RTCPeerConnections the call has made
+	ICERestarts   int    `json:"iceRestarts"`
+	FramesDecoded int    `json:"framesDecoded"` // video frames decoded from the other side
+	Local         string `json:"local"`         // the selected pair's candidate types
+	Remote        string `json:"remote"`
+}
+
+// demoStateJS evaluates to a demoState, or null while the page has no call yet.
+const demoStateJS = `(async () => {
+  const d = window.demo;
+  if (!d || !d.hub || !d.call) return null;
+  const s = (await d.call.stats()) || {};
+  const sdp = (d.call.pc && d.call.pc.localDescription || {}).sdp || '';
+  return {hubID: d.hub.id, hub: d.hub.state, resumed: d.hub.resumed, call: d.call.state,
+    ufrag: (/a=ice-ufrag:(\S+)/.exec(sdp) || [])[1] || '', pcs: d.call.counters.pcs,
+    iceRestarts: d.call.counters.iceRestarts, framesDecoded: s.framesDecoded || 0,
+    local: s.local || '', remote: s.remote || ''};
+})()`
+
+// demo returns the page's demoState.
+func (p *callPage) demo(ctx context.Context) (demoState, error) {
+	var s *demoState
+	if err := p.Eval(ctx, demoStateJS, &s); err != nil {
+		return demoState{}, fmt.Errorf("%s: %v", p.name, err)
+	}
+	if s == nil {
+		return demoState{}, fmt.Errorf("%s: the page has no call", p.name)
+	}
+	return *s, nil
 }

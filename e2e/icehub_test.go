@@ -15,9 +15,11 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,19 +37,22 @@ type hubOpts struct {
 	iceURLs    []string // signal.ice_urls; empty: derived from the listeners and public_ip
 }
 
-// hub is one icehub process running in a server site.
+// hub is icehub running in a server site: one process at a time, which stop ends and start
+// runs again on the same configuration (addresses, secret, certificate).
 type hub struct {
-	site *site
-	cfg  string
-	mu   sync.Mutex
-	logs strings.Builder
+	site   *site
+	bin    string
+	cfg    string
+	mu     sync.Mutex
+	logs   strings.Builder
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
 }
 
 // startHub runs the icehub binary in s.host with STUN/TURN on :3478 (UDP and TCP) and TURN
 // over TLS, HTTPS and WSS sharing :443, peers allowed in the documentation ranges only.
 func startHub(t *testing.T, s *site, o hubOpts) *hub {
 	t.Helper()
-	bin := icehubBinary(t)
 	dir := t.TempDir()
 	cert, key := writeLabCert(t, dir)
 	listen := []string{fmt.Sprintf("%q", net.JoinHostPort(s.private, "3478"))}
@@ -67,11 +72,28 @@ func startHub(t *testing.T, s *site, o hubOpts) *hub {
 	if len(o.iceURLs) > 0 {
 		fmt.Fprintf(&b, "signal.ice_urls = [\"%s\"]\n", strings.Join(o.iceURLs, `", "`))
 	}
-	h := &hub{site: s, cfg: filepath.Join(dir, "server.toml")}
+	h := &hub{site: s, bin: icehubBinary(t), cfg: filepath.Join(dir, "server.toml")}
 	if err := os.WriteFile(h.cfg, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := s.host.Command(context.Background(), bin, "-config", h.cfg)
+	t.Cleanup(func() {
+		h.kill()
+		if t.Failed() {
+			t.Logf("icehub in %s (%s):\n%s", s.name, h.cfg, h.Logs())
+		}
+	})
+	h.start(t)
+	return h
+}
+
+// start runs icehub on h's configuration and returns when it logs that it is ready, with the
+// time it did.
+func (h *hub) start(t *testing.T) time.Time {
+	t.Helper()
+	if h.cmd != nil {
+		t.Fatal("icehub started twice: stop it first")
+	}
+	cmd := h.site.host.Command(context.Background(), h.bin, "-config", h.cfg)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -79,7 +101,8 @@ func startHub(t *testing.T, s *site, o hubOpts) *hub {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ready, exited := make(chan struct{}), make(chan struct{})
+	h.cmd, h.exited = cmd, make(chan struct{})
+	ready, exited := make(chan time.Time, 1), h.exited
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -89,27 +112,52 @@ func startHub(t *testing.T, s *site, o hubOpts) *hub {
 			h.logs.WriteString(sc.Text() + "\n")
 			h.mu.Unlock()
 			if strings.Contains(sc.Text(), "icehub ready") {
-				once.Do(func() { close(ready) })
+				once.Do(func() { ready <- time.Now() })
 			}
 		}
 		_ = cmd.Wait()
 		close(exited)
 	}()
-	t.Cleanup(func() {
-		_ = netlab.KillGroup(cmd)
-		<-exited
-		if t.Failed() {
-			t.Logf("icehub in %s (%s):\n%s", s.name, h.cfg, h.Logs())
-		}
-	})
 	select {
-	case <-ready:
+	case at := <-ready:
+		return at
 	case <-exited:
-		t.Fatalf("icehub in %s exited before ready:\n%s", s.name, h.Logs())
+		t.Fatalf("icehub in %s exited before ready:\n%s", h.site.name, h.Logs())
 	case <-time.After(20 * time.Second):
-		t.Fatalf("icehub in %s not ready in 20s:\n%s", s.name, h.Logs())
+		t.Fatalf("icehub in %s not ready in 20s:\n%s", h.site.name, h.Logs())
 	}
-	return h
+	return time.Time{}
+}
+
+// stop sends sig to icehub (SIGTERM: it closes every WebSocket with 1001 and drains;
+// SIGKILL: it just dies) and waits until it has exited.
+func (h *hub) stop(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if h.cmd == nil {
+		return
+	}
+	if err := h.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signalling icehub: %v", err)
+	}
+	select {
+	case <-h.exited:
+	case <-time.After(15 * time.Second):
+		t.Fatalf("icehub in %s still running 15s after %v:\n%s", h.site.name, sig, h.Logs())
+	}
+	h.cmd = nil
+	h.mu.Lock()
+	fmt.Fprintf(&h.logs, "--- stopped by %v ---\n", sig)
+	h.mu.Unlock()
+}
+
+// kill ends the running icehub, if any, with whatever it started.
+func (h *hub) kill() {
+	if h.cmd == nil {
+		return
+	}
+	_ = netlab.KillGroup(h.cmd)
+	<-h.exited
+	h.cmd = nil
 }
 
 // Logs returns what icehub has logged so far.

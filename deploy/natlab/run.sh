@@ -3,15 +3,16 @@
 # VM behind a 1:1 NAT with and without hairpin, home routers with cone and symmetric NATs, a
 # firewall that passes only TCP 443), runs icehub in it and checks what an operator would:
 # STUN through each NAT, relays over UDP/TCP/TLS-on-443, client to client through public relay
-# addresses, turn.public_ip set and unset, and two browsers calling each other across the
-# NATs. Everything uses documentation addresses inside namespaces named ihnat-*; nothing
-# touches the host's interfaces, and the namespaces are removed on exit, failure included.
+# addresses, turn.public_ip set and unset, two browsers calling each other across the NATs,
+# and a browser call through TURN that survives icehub being restarted. Everything uses
+# documentation addresses inside namespaces named ihnat-*; nothing touches the host's
+# interfaces, and the namespaces are removed on exit, failure included.
 #
 # It runs the Go tests in e2e/ (the same ones CI runs) and prints their findings as a table.
 #
 # Usage (as root, from anywhere in the repository):
 #   deploy/natlab/run.sh                 # every case, ~5 minutes
-#   deploy/natlab/run.sh relays c2c      # some: binding relays publicip c2c browsers
+#   deploy/natlab/run.sh relays c2c      # some: binding relays publicip c2c browsers restart
 #   ICEHUB_E2E_BIN=/usr/local/bin/icehub deploy/natlab/run.sh   # test that binary, not this tree
 # Needs: go, iproute2, nftables, coturn (for turnutils_*), chromium.
 set -euo pipefail
@@ -33,9 +34,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 declare -A tests=([binding]=TestNATBinding [relays]=TestNATRelays [publicip]=TestNATPublicIP
-  [c2c]=TestNATClientToClient [browsers]=TestNATBrowsers)
+  [c2c]=TestNATClientToClient [browsers]=TestNATBrowsers [restart]=TestNATHubRestart)
 sel=()
-for c in "${@:-binding relays publicip c2c browsers}"; do
+for c in "${@:-binding relays publicip c2c browsers restart}"; do
   for w in $c; do
     [ -n "${tests[$w]:-}" ] || { echo "unknown case $w: one of ${!tests[*]}" >&2; exit 2; }
     sel+=("${tests[$w]}")
@@ -55,7 +56,7 @@ set -e
 # The findings: every test logs one line per topology, "case N | ... | ...".
 echo
 findings=$(grep -E '^\s+[a-z0-9_]+_test\.go:[0-9]+: (case [0-9]|public_ip) \|' "$log" | sed -E 's/^\s+[a-z0-9_]+_test\.go:[0-9]+: //' || true)
-for section in 'case 1' 'case 2' 'public_ip' 'case 3' 'case 4'; do
+for section in 'case 1' 'case 2' 'public_ip' 'case 3' 'case 4' 'case 5'; do
   grep -F "$section |" <<<"$findings" || true
 done
 echo

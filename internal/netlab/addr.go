@@ -51,7 +51,8 @@ func HasIPv6() bool {
 }
 
 // addrArgs adds p to dev: IPv6 addresses skip duplicate address detection, which would keep
-// them unusable ("tentative") for a second or two in a network where no duplicate can exist.
+// them unusable ("tentative") for a second or two in a network where no duplicate can exist
+// (the lab's namespaces turn it off for every address too: see newNS).
 func addrArgs(p netip.Prefix, dev string) []string {
 	args := []string{"addr", "add", p.String(), "dev", dev}
 	if p.Addr().Is6() {

@@ -109,6 +109,18 @@ func (l *Lab) newNS(ctx context.Context, short string) (*NS, error) {
 	if err := ipCmd(ctx, "netns", "add", n.Name); err != nil {
 		return nil, err
 	}
+	// No duplicate address detection in a network where no duplicate can exist. With it, every
+	// interface's IPv6 link-local address is "tentative" for a second after the link comes up,
+	// and its promotion is an address change: a browser started in the lab meanwhile (Chromium
+	// watches netlink) fails its page loads with ERR_NETWORK_CHANGED. Set before any interface
+	// exists, so that every one of them inherits it.
+	if HasIPv6() {
+		for _, key := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
+			if err := n.Sysctl(key, "0"); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if err := n.IP(ctx, "link", "set", "lo", "up"); err != nil {
 		return nil, err
 	}

@@ -200,6 +200,37 @@ func TestNATBehaviours(t *testing.T) {
 	}
 }
 
+// TestAddressesFinalAtOnce: a lab host's addresses, its IPv6 link-local one included, are
+// usable as soon as Host returns. A tentative address would change a second later, and a
+// browser already running there takes that change for a new network and aborts its loads.
+func TestAddressesFinalAtOnce(t *testing.T) {
+	if !HasIPv6() {
+		t.Skip("the kernel has no IPv6: no duplicate address detection to wait for")
+	}
+	l := newTestLab(t)
+	ctx := context.Background()
+	r, err := l.Router(ctx, "r", []string{"203.0.113.21/24"}, []string{"192.0.2.1/28", "2001:db8:21::1/64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := r.Host(ctx, "h", "192.0.2.2/28", "2001:db8:21::2/64")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*NS{h, r.NS} {
+		out, err := n.Run(ctx, "ip", "-6", "addr")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "fe80::") {
+			t.Fatalf("%s has no link-local address to check:\n%s", n.Short, out)
+		}
+		if strings.Contains(out, "tentative") {
+			t.Fatalf("%s has tentative addresses, which will change under whatever runs there:\n%s", n.Short, out)
+		}
+	}
+}
+
 func TestOnlyDocumentationAddresses(t *testing.T) {
 	for _, a := range []string{"10.0.0.1/24", "192.168.1.1/24", "8.8.8.8/32", "fd00::1/64", "203.0.112.0/23", "2001:db8::/31"} {
 		if _, err := parsePrefixes([]string{a}); err == nil {
