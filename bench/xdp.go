@@ -4,6 +4,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -30,6 +32,9 @@ import (
 //	coturn      coturn's turnserver
 //	icehub      icehub, turn.offload = "off"
 //	icehub-xdp  icehub, turn.offload = "xdp"
+//	forward     no TURN server at all: the clients send straight to the echo peer and the
+//	            relay namespace forwards (ip_forward); the ceiling of the generator, the
+//	            echo peer and the veth links, which no relay on this machine can pass
 //
 // Figures: whole-machine CPU per relayed packet (from /proc/stat: kernel work such as
 // softirq relaying belongs to no process) at a fixed rate, and the highest stepped echo
@@ -44,7 +49,7 @@ type xdpServer struct {
 
 func cmdXDP(args []string) error {
 	fs := flag.NewFlagSet("xdp", flag.ContinueOnError)
-	servers := fs.String("servers", "coturn,icehub,icehub-xdp", "servers to alternate: coturn, icehub, icehub-xdp")
+	servers := fs.String("servers", "coturn,icehub,icehub-xdp,forward", "servers to alternate: coturn, icehub, icehub-xdp, forward (no relay: the testbed's ceiling)")
 	icehubBin := fs.String("icehub", "", "prebuilt icehub binary for the icehub modes (default: go build the repository)")
 	coturnBin := fs.String("coturn", "turnserver", "coturn's turnserver")
 	sessions := fs.Int("sessions", 100, "TURN sessions, from 198.51.100.2 on (at most 200 addresses, then reused)")
@@ -54,7 +59,7 @@ func cmdXDP(args []string) error {
 	cpuRate := fs.Int("cpu-rate", 30000, "echo rate for the CPU figure, pps")
 	fixed := fs.Duration("fixed", 5*time.Second, "length of the CPU step")
 	maxLoss := fs.Float64("max-loss", 0.01, "loss above which a step fails")
-	rounds := fs.Int("rounds", 1, "repeat the alternation; each figure keeps its best round")
+	rounds := fs.Int("rounds", 1, "repeat the alternation; CPU figures are the median round, the rate the best")
 	out := fs.String("out", "", "also write the table, with date, machine and load, to this file (e.g. bench/RESULTS-xdp.md)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -102,6 +107,7 @@ func cmdXDP(args []string) error {
 		"coturn":     {"coturn", func(d string) []string { return coturnBedArgs(*coturnBin, d) }},
 		"icehub":     {"icehub", func(d string) []string { return icehubBedArgs(d, dir, "off") }},
 		"icehub-xdp": {"icehub-xdp", func(d string) []string { return icehubBedArgs(d, dir, "xdp") }},
+		"forward":    {"forward", nil},
 	}
 	var order []xdpServer
 	for _, name := range strings.Split(*servers, ",") {
@@ -120,7 +126,7 @@ func cmdXDP(args []string) error {
 			return err
 		}
 	}
-	best := map[string]*xdpFigures{}
+	all := map[string][]*xdpFigures{}
 	load := startLoad()
 	for round := 0; round < max(*rounds, 1); round++ {
 		for _, s := range order {
@@ -128,15 +134,11 @@ func cmdXDP(args []string) error {
 			if err != nil {
 				return fmt.Errorf("%s: %w", s.name, err)
 			}
-			if b := best[s.name]; b == nil {
-				best[s.name] = f
-			} else {
-				b.keepBest(f)
-			}
+			all[s.name] = append(all[s.name], f)
 		}
 	}
 	var report strings.Builder
-	printXDPTable(&report, order, best, *cpuRate, *size, *sessions)
+	printXDPTable(&report, order, all, *cpuRate, *size, *sessions)
 	fmt.Fprintln(&report, load.end())
 	fmt.Print(report.String())
 	if *out != "" {
@@ -166,33 +168,39 @@ func placeInBed(bed *vethbed.Bed) {
 
 type xdpFigures struct {
 	cpuUS, procUS float64 // machine and server-process µs per relayed packet
-	softirqUS     float64 // machine-wide softirq µs per relayed packet (where XDP and veth run)
-	maxRate       int
-	top           bool    // the highest step passed: the real maximum is higher
-	offloaded     float64 // share of the relayed packets the kernel relayed, -1: not icehub-xdp
-}
-
-func (b *xdpFigures) keepBest(f *xdpFigures) {
-	if f.cpuUS > 0 && (b.cpuUS <= 0 || f.cpuUS < b.cpuUS) {
-		b.cpuUS, b.procUS, b.softirqUS, b.offloaded = f.cpuUS, f.procUS, f.softirqUS, f.offloaded
-	}
-	if f.maxRate > b.maxRate {
-		b.maxRate, b.top = f.maxRate, f.top
-	}
+	// relayUS is the machine's time minus the load generator's and echo peer's own (this
+	// process): what relaying cost, user space and kernel, per relayed packet.
+	relayUS   float64
+	softirqUS float64 // machine-wide softirq µs per relayed packet (where XDP and veth run)
+	maxRate   int
+	top       bool    // the highest step passed: the real maximum is higher
+	offloaded float64 // share of the relayed packets the kernel relayed, -1: not icehub-xdp
 }
 
 func xdpMeasure(bed *vethbed.Bed, s xdpServer, dir string, listen *net.UDPAddr, sessions, size, cpuRate int,
 	fixed, step time.Duration, rates []int, maxLoss float64) (*xdpFigures, error) {
-	argv := append([]string{"ip", "netns", "exec", bed.Relay}, s.argv(dir)...)
-	ready := func() error { return bed.Do(bed.Client, stunReady(listen)) }
-	p, err := start(dir, s.name, argv, dir, ready)
-	if err != nil {
-		return nil, err
+	direct := s.argv == nil
+	pid := 0
+	var p *proc
+	if direct {
+		undo, err := forwardThroughRelay(bed)
+		if err != nil {
+			return nil, err
+		}
+		defer undo()
+	} else {
+		argv := append([]string{"ip", "netns", "exec", bed.Relay}, s.argv(dir)...)
+		ready := func() error { return bed.Do(bed.Client, stunReady(listen)) }
+		var err error
+		if p, err = start(dir, s.name, argv, dir, ready); err != nil {
+			return nil, err
+		}
+		track(p)
+		defer stopTracked(p)
+		pid = p.pid()
+		fmt.Fprintf(os.Stderr, "  %s pid %d\n", s.name, pid)
 	}
-	track(p)
-	defer stopTracked(p)
-	fmt.Fprintf(os.Stderr, "  %s pid %d\n", s.name, p.pid())
-	run, err := newEchoRun(listen, benchSecret, sessions, size, 2*time.Millisecond, false)
+	run, err := newEchoRun(listen, benchSecret, sessions, size, 2*time.Millisecond, direct)
 	if err != nil {
 		return nil, err
 	}
@@ -200,8 +208,11 @@ func xdpMeasure(bed *vethbed.Bed, s xdpServer, dir string, listen *net.UDPAddr, 
 	f := &xdpFigures{offloaded: -1}
 	// CPU at a fixed rate first, on a quiet machine: whole-machine busy time over the
 	// window divided by the packets relayed (peer received + echoed back).
-	m := icehubMetrics(bed, s)
-	peer0, m0, sirq0, proc := run.peer.recv.Load(), machineBusy(), softirqTime(), startCPU(p.pid())
+	var m map[string]float64
+	if !direct {
+		m = icehubMetrics(bed, s)
+	}
+	peer0, m0, sirq0, proc := run.peer.recv.Load(), machineBusy(), softirqTime(), startCPU(pid)
 	r := run.runStep(cpuRate, fixed, 300*time.Millisecond, 0)
 	relayed := run.peer.recv.Load() - peer0 + r.recv
 	if relayed > 0 {
@@ -347,33 +358,83 @@ func offloadedNote(f *xdpFigures) string {
 	return fmt.Sprintf(" (%.0f %% relayed in the kernel)", 100*f.offloaded)
 }
 
-func printXDPTable(w io.Writer, order []xdpServer, best map[string]*xdpFigures, cpuRate, size, sessions int) {
-	base := best["coturn"]
-	fmt.Fprintf(w, "\n### TURN relay in network namespaces (veth), %d sessions, %d-byte payload\n\n", sessions, size)
-	fmt.Fprintf(w, "| server | machine CPU per relayed packet @ %d echo/s | server process CPU | softirq (machine) | highest echo rate ≤ 1 %% loss | vs coturn (CPU, rate) | relayed in the kernel |\n", cpuRate)
+func printXDPTable(w io.Writer, order []xdpServer, all map[string][]*xdpFigures, cpuRate, size, sessions int) {
+	summary := map[string]*xdpFigures{}
+	for name, fs := range all {
+		summary[name] = medianFigures(fs)
+	}
+	base := summary["coturn"]
+	fmt.Fprintf(w, "\n### TURN relay in network namespaces (veth), %d sessions, %d-byte payload, %d rounds\n\n", sessions, size, len(all[order[0].name]))
+	fmt.Fprintf(w, "| server | machine CPU per relayed packet @ %d echo/s (median; every round) | server process CPU | softirq (machine) | highest echo rate ≤ 1 %% loss (best round) | vs coturn (CPU, rate) | relayed in the kernel |\n", cpuRate)
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- | --- |")
+	ratio := func(a, b float64) string {
+		if a <= 0 || b <= 0 {
+			return "n/a"
+		}
+		return fmt.Sprintf("%.2f×", a/b)
+	}
 	for _, s := range order {
-		f := best[s.name]
+		f := summary[s.name]
 		rate := strconv.Itoa(f.maxRate)
 		if f.top {
 			rate = "≥ " + rate
 		}
-		ratio := "—"
+		vs := "—"
 		if base != nil && base != f {
-			cpu, rate := "n/a", "n/a"
-			if base.cpuUS > 0 {
-				cpu = fmt.Sprintf("%.2f×", f.cpuUS/base.cpuUS)
-			}
-			if base.maxRate > 0 {
-				rate = fmt.Sprintf("%.2f×", float64(f.maxRate)/float64(base.maxRate))
-			}
-			ratio = cpu + ", " + rate
+			vs = ratio(f.cpuUS, base.cpuUS) + ", " + ratio(float64(f.maxRate), float64(base.maxRate))
 		}
 		kernel := "—"
 		if f.offloaded >= 0 {
 			kernel = fmt.Sprintf("%.0f %%", 100*f.offloaded)
 		}
-		fmt.Fprintf(w, "| %s | %.2f µs | %.2f µs | %.2f µs | %s | %s | %s |\n", s.name, f.cpuUS, f.procUS, f.softirqUS, rate, ratio, kernel)
+		proc := "—"
+		if f.procUS >= 0 {
+			proc = fmt.Sprintf("%.2f µs", f.procUS)
+		}
+		var rounds []string
+		for _, r := range all[s.name] {
+			rounds = append(rounds, fmt.Sprintf("%.1f", r.cpuUS))
+		}
+		fmt.Fprintf(w, "| %s | %.2f µs (%s) | %s | %.2f µs | %s | %s | %s |\n", s.name, f.cpuUS, strings.Join(rounds, ", "), proc, f.softirqUS, rate, vs, kernel)
 	}
-	fmt.Fprintln(w, "\nGoals (issue 16): machine CPU ≤ 0.6× coturn's, echo rate ≥ 1.5× coturn's.")
+	fmt.Fprintln(w, "\nGoals (issue 16): machine CPU ≤ 0.6× coturn's, echo rate ≥ 1.5× coturn's. The load generator")
+	fmt.Fprintln(w, "and the echo peer share the 2 cores and are in the whole-machine figure too. `forward` sends")
+	fmt.Fprintln(w, "straight to the echo peer through the relay namespace's IP forwarding, with no TURN at all.")
+}
+
+// medianFigures is the median round's CPU figures and the best round's rate.
+func medianFigures(fs []*xdpFigures) *xdpFigures {
+	sorted := slices.Clone(fs)
+	slices.SortFunc(sorted, func(a, b *xdpFigures) int { return cmp.Compare(a.cpuUS, b.cpuUS) })
+	m := *sorted[len(sorted)/2]
+	for _, f := range fs {
+		if f.maxRate > m.maxRate {
+			m.maxRate, m.top = f.maxRate, f.top
+		}
+	}
+	return &m
+}
+
+// forwardThroughRelay lets the clients reach the echo peer without a relay: routes through
+// the relay namespace, which forwards. undo takes it all back.
+func forwardThroughRelay(bed *vethbed.Bed) (undo func(), err error) {
+	fwd := func(v string) error {
+		return bed.Command(bed.Relay, "sh", "-c", "echo "+v+" > /proc/sys/net/ipv4/ip_forward").Run()
+	}
+	undo = func() {
+		_ = bed.IP(bed.Client, "route", "del", "203.0.113.0/24")
+		_ = bed.IP(bed.Peer, "route", "del", "198.51.100.0/24")
+		_ = fwd("0")
+	}
+	if err := fwd("1"); err != nil {
+		return nil, fmt.Errorf("ip_forward in the relay namespace: %w", err)
+	}
+	if err = bed.IP(bed.Client, "route", "add", "203.0.113.0/24", "via", vethbed.RelayClientSide.String()); err == nil {
+		err = bed.IP(bed.Peer, "route", "add", "198.51.100.0/24", "via", vethbed.RelayPeerSide.String())
+	}
+	if err != nil {
+		undo()
+		return nil, err
+	}
+	return undo, nil
 }
