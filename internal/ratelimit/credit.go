@@ -13,7 +13,7 @@ import (
 // Each source port earns credit with every byte it sends and pays its answers from that.
 // When a port's own credit falls short (a 20-byte Binding gets a 40-byte answer), it may draw
 // the difference from its address's shared allowance (Allowance bytes, Refill per second
-// back), but no more than PortDraw bytes per DrawWindow. So a flood from a few ports of a
+// back), but no more than a 32nd of the allowance per DrawWindow. So a flood from a few ports of a
 // victim's address pays for itself and leaves the allowance to the victim's own ports, which
 // are answered at once; a port that keeps asking is answered as its own bytes allow. The
 // bound: answers toward an address ≤ bytes received from it + Allowance + Refill × time.
@@ -27,16 +27,17 @@ type Credit struct {
 	addrs     map[netip.Addr]*balance
 }
 
-// PortDraw bytes per DrawWindow is what one source port may draw on its address's
-// allowance: a dozen Binding answers, or three 401s, every ten seconds.
+// A source port may draw PortShare of its address's allowance per DrawWindow: with the
+// default 8 KiB, 256 bytes — a dozen Binding answers, or three 401s, every ten seconds. It
+// scales with the allowance, so an operator who raises the allowance raises it too.
 const (
-	PortDraw   = 256
+	PortShare  = 1.0 / 32
 	DrawWindow = 10 * time.Second
 )
 
 type portCredit struct {
 	earned float64
-	drawn  float64 // of PortDraw, decaying over DrawWindow
+	drawn  float64 // of the port's share of the allowance, decaying over DrawWindow
 	at     time.Time
 }
 
@@ -79,12 +80,13 @@ func (c *Credit) Spend(src netip.AddrPort, now time.Time, received, answer int) 
 		p.earned -= float64(answer)
 		return true
 	}
+	portDraw := c.allowance * PortShare
 	if dt := now.Sub(p.at); dt > 0 {
-		p.drawn = max(0, p.drawn-PortDraw*dt.Seconds()/DrawWindow.Seconds())
+		p.drawn = max(0, p.drawn-portDraw*dt.Seconds()/DrawWindow.Seconds())
 		p.at = now
 	}
 	need := float64(answer) - p.earned
-	if p.drawn+need > PortDraw {
+	if p.drawn+need > portDraw {
 		return false
 	}
 	b := c.addr(src.Addr(), now)
