@@ -27,12 +27,14 @@ type Credit struct {
 	addrs     map[netip.Addr]*balance
 }
 
-// A source port may draw PortShare of its address's allowance per DrawWindow: with the
-// default 8 KiB, 256 bytes — a dozen Binding answers, or three 401s, every ten seconds. It
-// scales with the allowance, so an operator who raises the allowance raises it too.
+// A source port may draw PortShare of its address's allowance per DrawWindow, and at least
+// MinPortDraw (within the allowance): with the default 8 KiB, 256 bytes — a dozen Binding
+// answers, or three 401s, every ten seconds. It scales with the allowance, so an operator
+// who raises the allowance raises it too.
 const (
-	PortShare  = 1.0 / 32
-	DrawWindow = 10 * time.Second
+	PortShare   = 1.0 / 32
+	MinPortDraw = 256
+	DrawWindow  = 10 * time.Second
 )
 
 type portCredit struct {
@@ -80,7 +82,7 @@ func (c *Credit) Spend(src netip.AddrPort, now time.Time, received, answer int) 
 		p.earned -= float64(answer)
 		return true
 	}
-	portDraw := c.allowance * PortShare
+	portDraw := min(c.allowance, max(MinPortDraw, c.allowance*PortShare))
 	if dt := now.Sub(p.at); dt > 0 {
 		p.drawn = max(0, p.drawn-portDraw*dt.Seconds()/DrawWindow.Seconds())
 		p.at = now
