@@ -205,11 +205,22 @@ func (a *admission) outgoing(b []byte, dst net.Addr) []byte {
 	}
 	now := a.s.now()
 	a.s.nonces.notePion(string(info.Nonce), now)
-	out, err := replaceNonce(b, a.s.nonces.mint(addrPortOf(dst).Addr(), now))
-	if err != nil {
-		return b
+	reason := stunwire.ReasonUnauthorized
+	switch info.ErrorCode {
+	case 401:
+	case 438:
+		reason = stunwire.ReasonStaleNonce
+	default:
+		out, err := replaceNonce(b, a.s.nonces.mint(addrPortOf(dst).Addr(), now))
+		if err != nil {
+			return b
+		}
+		return out
 	}
-	return out
+	// pion's 401 and 438 carry ERROR-CODE, NONCE and REALM: the same challenge admission
+	// sends, built without decoding pion's.
+	return stunwire.AppendChallenge(make([]byte, 0, a.s.challengeLen), b, info.ErrorCode, reason,
+		a.s.nonces.mint(addrPortOf(dst).Addr(), now), a.s.realm)
 }
 
 // verify finds the secret whose key checks the message's MESSAGE-INTEGRITY.

@@ -8,6 +8,7 @@ import (
 
 // Attribute types the admission checks read.
 const (
+	AttrErrorCode    = 0x0009
 	AttrUsername     = 0x0006
 	AttrIntegrity    = 0x0008
 	AttrRealm        = 0x0014
@@ -22,6 +23,7 @@ type Summary struct {
 	HasIntegrity bool
 	Username     []byte // the first USERNAME, as pion's decoder reads it
 	Nonce        []byte // the first NONCE
+	ErrorCode    int    // an error response's ERROR-CODE (e.g. 401), 0 absent
 	Family       byte   // REQUESTED-ADDRESS-FAMILY: 1 IPv4, 2 IPv6, 0 absent
 	Transport    byte   // REQUESTED-TRANSPORT protocol number, 0 absent
 	// UnknownRequired is set when an attribute before MESSAGE-INTEGRITY is
@@ -53,6 +55,10 @@ func Summarize(b []byte, h Header) Summary {
 			}
 		case AttrIntegrity:
 			s.HasIntegrity = true
+		case AttrErrorCode:
+			if l >= 4 {
+				s.ErrorCode = int(v[2]&7)*100 + int(v[3])
+			}
 		case AttrReqFamily:
 			if l >= 1 {
 				s.Family = v[0]

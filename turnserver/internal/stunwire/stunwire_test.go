@@ -203,3 +203,12 @@ func TestChallengeMatchesPion(t *testing.T) {
 		t.Fatalf("%v allocations per challenge", n)
 	}
 }
+
+func TestSummarizeErrorCode(t *testing.T) {
+	m := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassErrorResponse),
+		stun.CodeStaleNonce, stun.NewNonce("n"), stun.NewRealm("r"))
+	h, _ := ParseHeader(m.Raw)
+	if s := Summarize(m.Raw, h); s.ErrorCode != 438 || string(s.Nonce) != "n" {
+		t.Fatalf("summary %+v", s)
+	}
+}
