@@ -1,9 +1,9 @@
 package turnserver
 
 import (
-	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/binary"
 	"net/netip"
@@ -17,7 +17,7 @@ import (
 // pion's nonces are the same for every client in a given minute, so anyone could fetch one
 // from their own address and then send authenticated requests with a spoofed source:
 // allocations charged to a victim's address, MESSAGE-INTEGRITY checks (HMAC work) charged
-// to it. Here every nonce a client sees is minted for its IP (an HMAC of the IP and the
+// to it. Here every nonce a client sees is minted for its IP (a keyed hash of the IP and the
 // minute under a key of this process): admission replaces the nonce in each 401 and 438 pion
 // sends, checks the nonce of each authenticated request against the source IP before any
 // integrity work, and, once the request has verified, hands pion the same request with
@@ -47,14 +47,20 @@ func newSourceNonces() *sourceNonces {
 	return n
 }
 
-func (n *sourceNonces) mac(minute uint32, ip netip.Addr) []byte {
-	h := hmac.New(sha256.New, n.key[:])
-	var b [4 + 16]byte
-	binary.BigEndian.PutUint32(b[:4], minute)
+// mac is SHA-256 over the key, the minute and the IP. A keyed hash with the key in front is
+// a sound MAC here: every input has the same fixed length, so the length-extension weakness
+// of such a construction has nothing to extend, and it costs one hash without allocating
+// (HMAC costs two and allocates, on every request that carries a nonce).
+func (n *sourceNonces) mac(minute uint32, ip netip.Addr) [nonceMACLen]byte {
+	var b [32 + 4 + 16]byte
+	copy(b[:32], n.key[:])
+	binary.BigEndian.PutUint32(b[32:36], minute)
 	ip16 := ip.Unmap().As16()
-	copy(b[4:], ip16[:])
-	h.Write(b[:])
-	return h.Sum(nil)[:nonceMACLen]
+	copy(b[36:], ip16[:])
+	sum := sha256.Sum256(b[:])
+	var out [nonceMACLen]byte
+	copy(out[:], sum[:])
+	return out
 }
 
 // mint returns a nonce for clients at ip.
@@ -62,7 +68,8 @@ func (n *sourceNonces) mint(ip netip.Addr, now time.Time) string {
 	minute := uint32(now.Unix() / 60)
 	var raw [4 + nonceMACLen]byte
 	binary.BigEndian.PutUint32(raw[:4], minute)
-	copy(raw[4:], n.mac(minute, ip))
+	mac := n.mac(minute, ip)
+	copy(raw[4:], mac[:])
 	return base64.RawURLEncoding.EncodeToString(raw[:])
 }
 
@@ -80,7 +87,8 @@ func (n *sourceNonces) valid(nonce []byte, ip netip.Addr, now time.Time) bool {
 	if age < 0 || age > int64(nonceLifetime/time.Minute) {
 		return false
 	}
-	return hmac.Equal(raw[4:], n.mac(minute, ip))
+	mac := n.mac(minute, ip)
+	return subtle.ConstantTimeCompare(raw[4:], mac[:]) == 1
 }
 
 // notePion records a nonce pion just sent.
