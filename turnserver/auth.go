@@ -2,6 +2,7 @@ package turnserver
 
 import (
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -33,7 +34,15 @@ const handoffTTL = 5 * time.Second
 // consumes one.
 type keyHandoff struct {
 	mu sync.Mutex
-	m  map[string]handedKey
+	m  map[handoffKey]handedKey
+}
+
+// handoffKey names a request's key by transport (a UDP and a TCP client can share an
+// address and port), source and username.
+type handoffKey struct {
+	stream   bool
+	src      netip.AddrPort
+	username string
 }
 
 type handedKey struct {
@@ -43,15 +52,14 @@ type handedKey struct {
 	n       int // verified requests not yet taken
 }
 
-func newKeyHandoff() *keyHandoff { return &keyHandoff{m: make(map[string]handedKey)} }
+func newKeyHandoff() *keyHandoff { return &keyHandoff{m: make(map[handoffKey]handedKey)} }
 
-// handoffID names a request's key by transport (a UDP and a TCP client can share an
-// address and port), source and username.
-func handoffID(src net.Addr, username string) string {
-	return src.Network() + "|" + src.String() + "\x00" + username
+func handoffID(src net.Addr, username string) handoffKey {
+	_, udp := src.(*net.UDPAddr)
+	return handoffKey{stream: !udp, src: addrPortOf(src), username: username}
 }
 
-func (h *keyHandoff) put(id string, k handedKey) {
+func (h *keyHandoff) put(id handoffKey, k handedKey) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.m) >= ratelimit.MaxTracked {
@@ -74,7 +82,7 @@ func (h *keyHandoff) put(id string, k handedKey) {
 
 // take returns the key for id and spends one verification: one verification serves one
 // request.
-func (h *keyHandoff) take(id string, now time.Time) (handedKey, bool) {
+func (h *keyHandoff) take(id handoffKey, now time.Time) (handedKey, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	k, ok := h.m[id]

@@ -109,6 +109,9 @@ func (s *Server) Allocations() []AllocationRecord {
 // authenticated Refresh admission is passing to pion, has LIFETIME 0: pion reads the
 // attribute the same way (first one, 4 bytes) and deletes the allocation for it.
 func (s *Server) noteRefresh0(msg *stun.Message, src net.Addr, r replier) {
+	if s.onEnded == nil {
+		return // nobody reads end reasons
+	}
 	v, err := msg.Get(stun.AttrLifetime)
 	if err != nil || len(v) != 4 || binary.BigEndian.Uint32(v) != 0 {
 		return
