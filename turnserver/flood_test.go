@@ -163,8 +163,8 @@ func foreignNonce(t *testing.T, ts *testServer) string {
 // Allocates carrying a nonce minted for another address), as a spoofer could, with the
 // default answer credit and integrity rate. Asserted, for each flood:
 //   - five new clients from that address set up an allocation each, and relay;
-//   - the bytes answered toward the address stay within what the flood sent plus the
-//     allowance and refill (no amplification toward a spoofed victim);
+//   - fewer bytes are answered toward the address than the flood sent (no amplification
+//     toward a spoofed victim);
 //   - the wrong-credential flood costs no HMAC work: its nonces are refused before any
 //     MESSAGE-INTEGRITY check.
 //
@@ -232,10 +232,11 @@ func TestSpoofedFloodsDoNotLockOutClients(t *testing.T) {
 			if st.sent.Load() < int64(socks*pps)*int64(dur/time.Second)/3 {
 				t.Fatalf("only %d flood requests sent: no flood to speak of", st.sent.Load())
 			}
-			bound := st.bytesIn.Load() + int64(defaultSettings.AnswerAllowance+defaultSettings.AnswerRefill*(dur.Seconds()+1))
-			if st.bytesOut.Load() > bound {
-				t.Fatalf("amplification: %d bytes answered toward the address for %d received (bound %d)",
-					st.bytesOut.Load(), st.bytesIn.Load(), bound)
+			// Fewer bytes back than the flood sent: a byte buys 0.95 bytes of answer, and the
+			// allowance is small next to a flood this size.
+			if st.bytesOut.Load() >= st.bytesIn.Load() {
+				t.Fatalf("amplification: %d bytes answered toward the address for %d received",
+					st.bytesOut.Load(), st.bytesIn.Load())
 			}
 			// The clients' own requests need a few checks each; the flood none.
 			if checks > 20*clients {

@@ -10,13 +10,16 @@ import (
 // UDP can be spoofed): whatever arrives "from" an address, the answers sent toward it stay
 // within what it sent plus a small allowance, so the server amplifies nothing.
 //
-// Each source port earns credit with every byte it sends and pays its answers from that.
+// Each source port earns credit with every byte it sends — EarnRate of it — and pays its
+// answers from that.
 // When a port's own credit falls short (a 20-byte Binding gets a 40-byte answer), it may draw
 // the difference from its address's shared allowance (Allowance bytes, Refill per second
 // back), but no more than a 32nd of the allowance per DrawWindow. So a flood from a few ports of a
 // victim's address pays for itself and leaves the allowance to the victim's own ports, which
 // are answered at once; a port that keeps asking is answered as its own bytes allow. The
-// bound: answers toward an address ≤ bytes received from it + Allowance + Refill × time.
+// bound: answers toward an address ≤ EarnRate × bytes received from it + Allowance +
+// Refill × time, which is less than what was received once a flood has brought more than
+// (Allowance + Refill × time) / (1 − EarnRate): about 160 KiB with the defaults.
 //
 // It is safe for concurrent use; memory is bounded by MaxTracked addresses and ports.
 type Credit struct {
@@ -26,6 +29,11 @@ type Credit struct {
 	ports     map[netip.AddrPort]*portCredit
 	addrs     map[netip.Addr]*balance
 }
+
+// EarnRate is the credit a byte received buys: a little under one, so that a flood that
+// pays for its answers itself gets back less than it sent, while a client's second try of a
+// 44-byte Allocate still pays the 80-byte 401.
+const EarnRate = 0.95
 
 // A source port may draw PortShare of its address's allowance per DrawWindow, and at least
 // MinPortDraw (within the allowance): with the default 8 KiB, 256 bytes — a dozen Binding
@@ -77,7 +85,7 @@ func (c *Credit) Spend(src netip.AddrPort, now time.Time, received, answer int) 
 		c.ports[src] = p
 	}
 	// A port banks at most one allowance of its own bytes.
-	p.earned = min(p.earned+float64(received), max(c.allowance, float64(answer)))
+	p.earned = min(p.earned+EarnRate*float64(received), max(c.allowance, float64(answer)))
 	if p.earned >= float64(answer) {
 		p.earned -= float64(answer)
 		return true

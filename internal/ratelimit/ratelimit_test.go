@@ -75,8 +75,11 @@ func TestCreditBoundsAnswersByBytesReceived(t *testing.T) {
 			}
 		}
 	}
-	if bound := float64(received) + allowance + refill*dur; float64(sent) > bound {
+	if bound := EarnRate*float64(received) + allowance + refill*dur; float64(sent) > bound {
 		t.Fatalf("sent %d bytes for %d received: over the bound %.0f", sent, received, bound)
+	}
+	if sent >= received {
+		t.Fatalf("sent %d bytes for %d received: a flood that large must get back less than it sent", sent, received)
 	}
 	if sent < received/2 {
 		t.Fatalf("sent only %d of %d received: the credit is not spent", sent, received)
