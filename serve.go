@@ -142,7 +142,7 @@ func serve(path string, cfg config.Config, stderr io.Writer) error {
 	tc.OnAllocationEnded = func(r turnserver.AllocationRecord) { a.usage.Write(usageRecord(r)) }
 	a.turn, err = turnserver.New(tc)
 	if err != nil {
-		return fmt.Errorf("turn: %w", err)
+		return err // "turnserver: ..." already
 	}
 	defer a.turn.Close()
 
@@ -244,7 +244,7 @@ func (a *app) apply(cfg config.Config) error {
 	}
 	commitTURN, err := a.turn.PrepareReload(turnSettings(cfg.TURN))
 	if err != nil {
-		return fmt.Errorf("turn: %w", err)
+		return err // "turnserver: ..." already
 	}
 	commitHub, err := a.hub.PrepareReload(hubSettings(cfg, certs))
 	if err != nil {
