@@ -1,5 +1,6 @@
 // icehub.js: the browser client of the icehub signaling hub. An ES module without
-// dependencies and without a build step; types in icehub.d.ts next to it.
+// dependencies and without a build step; types in icehub.d.ts next to it. It is one file of
+// two parts (connect, then call) on purpose: developers copy or import a single file.
 //
 //   import {connect, call} from 'https://hub.example.org/icehub.js';
 //   const hub = connect('wss://hub.example.org/ws', {key});
