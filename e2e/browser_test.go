@@ -128,13 +128,9 @@ func TestNATBrowsers(t *testing.T) {
 					t.Fatalf("%s never received %q: %v", m.to.name, text, err)
 				}
 			}
-			var pairs []selectedPair
-			for _, p := range pages {
-				sp, err := p.selected(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				pairs = append(pairs, sp)
+			pairs, err := settledPairs(ctx, pa, pb)
+			if err != nil {
+				t.Fatal(err)
 			}
 			t.Logf("case 4 | %-28s | connected in %.1fs | %s: %s | %s: %s", name, time.Since(start).Seconds(), c.a, pairs[0], c.b, pairs[1])
 			c.check(t, pairs[0], pairs[1])
@@ -144,4 +140,45 @@ func TestNATBrowsers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// settledPairs returns the two pages' selected candidate pairs once they describe the same
+// path. Until the controlling side's nomination reaches the other, each side reports the
+// first pair whose check succeeded there — one side can say relay→relay while the other
+// already uses srflx→srflx — so a single sample right after "connected" can be a pair ICE is
+// about to drop.
+func settledPairs(ctx context.Context, a, b *callPage) ([]selectedPair, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		pa, err := a.selected(ctx)
+		if err != nil {
+			return nil, err
+		}
+		pb, err := b.selected(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if sameEnd(pa.Local, pa.LocalAddr, pb.Remote, pb.RemoteAddr) && sameEnd(pa.Remote, pa.RemoteAddr, pb.Local, pb.LocalAddr) {
+			return []selectedPair{pa, pb}, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("the two sides never agreed on a path: %s: %s, %s: %s", a.name, pa, b.name, pb)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// sameEnd reports whether one end of a pair as one side sees it (type, address) can be the
+// same candidate the other side names: a candidate learned from a connectivity check is
+// peer-reflexive ("prflx") to the side that learned it, with its address left out of Chrome's
+// stats, whatever the other side calls it.
+func sameEnd(typ, addr, otherTyp, otherAddr string) bool {
+	if typ == "prflx" || otherTyp == "prflx" {
+		return true
+	}
+	return typ == otherTyp && addr == otherAddr
 }
