@@ -1,3 +1,5 @@
+//go:build unix
+
 package signal
 
 import (
@@ -58,7 +60,7 @@ type recEvent struct {
 }
 
 func (p *page) events(ctx context.Context) []recEvent {
-	p.b.t.Helper()
+	p.t.Helper()
 	var ev []recEvent
 	p.mustEval(ctx, `rec`, &ev)
 	return ev
@@ -88,7 +90,7 @@ type callSnapshot struct {
 }
 
 func (p *page) snapshot(ctx context.Context) callSnapshot {
-	p.b.t.Helper()
+	p.t.Helper()
 	var s callSnapshot
 	p.mustEval(ctx, `demo.call.stats().then(s => ({
 		hubID: demo.hub.id, state: demo.call.state, polite: demo.call.polite, counters: demo.call.counters,
@@ -102,7 +104,7 @@ func (p *page) snapshot(ctx context.Context) callSnapshot {
 
 // waitCall waits until a call.html page's call is connected and decoding the other's video.
 func waitCall(ctx context.Context, p *page) {
-	p.b.t.Helper()
+	p.t.Helper()
 	p.waitFor(ctx, "call connected", `window.demo && demo.call && demo.call.state === 'connected'`)
 	p.waitFor(ctx, "decoded frames", `demo.call.stats().then(s => s.framesDecoded > 10)`)
 }

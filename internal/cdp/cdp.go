@@ -25,12 +25,14 @@ import (
 )
 
 // Flags are the switches every test browser gets: headless, no sandbox (tests run as root),
-// nothing that phones home, a throwaway profile in userDataDir.
+// nothing that phones home (the machine may have no internet: background fetches would only
+// fail, noisily), no QUIC (the servers under test speak HTTP/1.1 and WebSocket over TCP), a
+// throwaway profile in userDataDir.
 func Flags(userDataDir string) []string {
 	return []string{
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
-		"--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-default-apps", "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
 		"--user-data-dir=" + userDataDir,
 	}
 }

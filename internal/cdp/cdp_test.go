@@ -51,9 +51,29 @@ func TestPipeSession(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	short, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
-	defer cancel2()
-	if err := p.WaitFor(short, `false`); err == nil {
-		t.Fatal("WaitFor(false) returned no error")
+	// A promise is truthy whatever it resolves to: WaitFor must wait for its value.
+	for _, expr := range []string{`false`, `Promise.resolve(false)`} {
+		short, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
+		err := p.WaitFor(short, expr)
+		cancel2()
+		if err == nil {
+			t.Fatalf("WaitFor(%s) returned no error", expr)
+		}
+	}
+	// A chatty page keeps its latest lines, a bounded number of them.
+	if err := p.Eval(ctx, `(() => { for (let i = 0; i < 700; i++) console.log("line", i); })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		c := p.Console()
+		if len(c) > 0 && c[len(c)-1] == "log: line 699" {
+			if len(c) != consoleLines {
+				t.Fatalf("kept %d console lines, want %d", len(c), consoleLines)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the last console line is not the page's latest: %q", c[max(0, len(c)-3):])
+		}
 	}
 }

@@ -21,8 +21,9 @@ type Page struct {
 }
 
 // NewPage opens a blank tab with Runtime and Page enabled, collecting console messages and
-// uncaught exceptions (see Console). Scripts added with AddInitScript run in every document
-// it loads afterwards, before the document's own scripts.
+// uncaught exceptions (see Console) from before the first Navigate, so nothing is missed.
+// Scripts added with AddInitScript run in every document it loads afterwards, before the
+// document's own scripts.
 func (b *Browser) NewPage(ctx context.Context) (*Page, error) {
 	var target struct {
 		TargetID string `json:"targetId"`
@@ -90,14 +91,19 @@ func (p *Page) event(method string, params json.RawMessage) {
 	default:
 		return
 	}
+	// Keep the latest lines: a failure is explained by what the page said last, and a page
+	// that logs for minutes must not grow without bound.
 	p.mu.Lock()
-	if len(p.console) < 500 {
-		p.console = append(p.console, line)
+	if p.console = append(p.console, line); len(p.console) > consoleLines {
+		p.console = p.console[len(p.console)-consoleLines:]
 	}
 	p.mu.Unlock()
 }
 
-// Console returns the console messages and exceptions the page produced so far.
+// consoleLines is how many of a page's console lines Console keeps.
+const consoleLines = 500
+
+// Console returns the page's latest console messages and uncaught exceptions, oldest first.
 func (p *Page) Console() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
