@@ -4,12 +4,11 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"net"
+	"icehub/internal/echopeer"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -87,37 +86,6 @@ func (p *proc) waitLogCount(t *testing.T, s string, n int, within time.Duration)
 	}
 }
 
-// countingPeer is a UDP echo peer counting what it received and sent back.
-type countingPeer struct {
-	addr                 *net.UDPAddr
-	rxBytes, rxPkts, txB atomic.Uint64
-}
-
-func newCountingPeer(t *testing.T) *countingPeer {
-	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	p := &countingPeer{addr: c.LocalAddr().(*net.UDPAddr)}
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			p.rxBytes.Add(uint64(n))
-			p.rxPkts.Add(1)
-			if m, _ := c.WriteTo(buf[:n], from); m > 0 {
-				p.txB.Add(uint64(m))
-			}
-		}
-	}()
-	return p
-}
-
 func usageProc(t *testing.T) (*proc, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "usage.jsonl")
@@ -130,14 +98,14 @@ func usageProc(t *testing.T) (*proc, string) {
 // go to the new file and none is lost.
 func TestUsageRecordsAndRotation(t *testing.T) {
 	p, path := usageProc(t)
-	peer := newCountingPeer(t)
+	peer := echopeer.Start(t)
 	cr := mint(t, usageSecret, "alice", time.Hour)
 	r, err := allocate(t, p.turn, cr.Username, cr.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 10 {
-		if err := r.echo(peer.addr, []byte(strings.Repeat("x", 100*(i+1)))); err != nil {
+		if err := r.echo(peer.Addr, []byte(strings.Repeat("x", 100*(i+1)))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -147,10 +115,10 @@ func TestUsageRecordsAndRotation(t *testing.T) {
 		got.Relay != r.conn.LocalAddr().String() || !strings.HasPrefix(got.Client, "127.0.0.1:") {
 		t.Fatalf("record %+v (relay %s)", got, r.conn.LocalAddr())
 	}
-	if got.BytesToPeer != peer.rxBytes.Load() || got.PacketsToPeer != peer.rxPkts.Load() || got.BytesToClient != peer.txB.Load() ||
+	if got.BytesToPeer != peer.RxBytes.Load() || got.PacketsToPeer != peer.RxPackets.Load() || got.BytesToClient != peer.TxBytes.Load() ||
 		got.BytesToPeer < 5500 {
 		t.Fatalf("record counts to_peer %d B / %d pkts, to_client %d B; the peer received %d B / %d pkts and sent %d B",
-			got.BytesToPeer, got.PacketsToPeer, got.BytesToClient, peer.rxBytes.Load(), peer.rxPkts.Load(), peer.txB.Load())
+			got.BytesToPeer, got.PacketsToPeer, got.BytesToClient, peer.RxBytes.Load(), peer.RxPackets.Load(), peer.TxBytes.Load())
 	}
 	if got.End.Before(got.Start) || got.DurationMS != got.End.Sub(got.Start).Milliseconds() {
 		t.Fatalf("start %v end %v duration %d ms", got.Start, got.End, got.DurationMS)

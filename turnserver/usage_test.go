@@ -1,9 +1,9 @@
 package turnserver
 
 import (
+	"icehub/internal/echopeer"
 	"net"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,49 +34,18 @@ func nextRecord(t *testing.T, ch chan AllocationRecord, within time.Duration) Al
 	return AllocationRecord{}
 }
 
-// countingEcho is a UDP echo peer that counts what it received and sent back.
-type countingEcho struct {
-	addr                  *net.UDPAddr
-	rxBytes, rxPkts, txBy atomic.Uint64
-}
-
-func newCountingEcho(t *testing.T) *countingEcho {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	e := &countingEcho{addr: pc.LocalAddr().(*net.UDPAddr)}
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			e.rxBytes.Add(uint64(n))
-			e.rxPkts.Add(1)
-			if m, _ := pc.WriteTo(buf[:n], from); m > 0 {
-				e.txBy.Add(uint64(m))
-			}
-		}
-	}()
-	return e
-}
-
 func TestUsageRecordRefresh0(t *testing.T) {
 	ts, ended := endedRecords(t)
-	peer := newCountingEcho(t)
+	peer := echopeer.Start(t)
 	cr := ts.creds(t, "alice")
 	c := udpClient(t, ts.udp, cr.Username, cr.Password)
 	relay, err := c.Allocate()
 	if err != nil {
 		t.Fatal(err)
 	}
-	roundTrip(t, relay, peer.addr, "hello")
+	roundTrip(t, relay, peer.Addr, "hello")
 	for i := range 20 { // then a known amount each way
-		roundTrip(t, relay, peer.addr, string(make([]byte, 100+i)))
+		roundTrip(t, relay, peer.Addr, string(make([]byte, 100+i)))
 	}
 	live := ts.srv.Allocations()
 	if len(live) != 1 || live[0].User != "alice" || live[0].Relay.String() != relay.LocalAddr().String() ||
@@ -94,9 +63,9 @@ func TestUsageRecordRefresh0(t *testing.T) {
 		r.Client.Addr() != netip.MustParseAddr("127.0.0.1") || r.Relay.String() != relay.LocalAddr().String() {
 		t.Fatalf("record %+v", r)
 	}
-	if r.BytesToPeer != peer.rxBytes.Load() || r.PacketsToPeer != peer.rxPkts.Load() || r.BytesToClient != peer.txBy.Load() {
+	if r.BytesToPeer != peer.RxBytes.Load() || r.PacketsToPeer != peer.RxPackets.Load() || r.BytesToClient != peer.TxBytes.Load() {
 		t.Fatalf("record counts %d/%d bytes, %d pkts to peer; peer saw %d bytes, %d pkts, sent %d",
-			r.BytesToPeer, r.BytesToClient, r.PacketsToPeer, peer.rxBytes.Load(), peer.rxPkts.Load(), peer.txBy.Load())
+			r.BytesToPeer, r.BytesToClient, r.PacketsToPeer, peer.RxBytes.Load(), peer.RxPackets.Load(), peer.TxBytes.Load())
 	}
 	if r.Duration <= 0 || r.Start.IsZero() || time.Since(r.Start) < r.Duration {
 		t.Fatalf("start %v duration %v", r.Start, r.Duration)
