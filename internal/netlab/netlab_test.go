@@ -268,6 +268,18 @@ func TestSweep(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- sleeper.Wait() }()
+	// Sweep only once sleep runs inside: `ip netns exec` opens the namespace, then enters it,
+	// and a sweep between the two would find nothing to kill and leave sleep in a namespace
+	// that no longer has a name.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, _ := exec.Command("ip", "netns", "pids", stale).Output()
+		if strings.Contains(" "+strings.Join(strings.Fields(string(out)), " ")+" ", fmt.Sprintf(" %d ", sleeper.Process.Pid)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sleep never showed up in %s (ip netns pids: %q)", stale, out)
+		}
+	}
 	live := newTestLab(t) // New sweeps too; the stale one must be gone afterwards
 
 	out, _ := exec.Command("ip", "netns", "list").Output()
