@@ -252,12 +252,12 @@ func (h *Hub) expire(s *session, tok resumeToken) {
 	if err != nil && !errors.Is(err, errNotCurrent) {
 		h.log.Warn("ending parked session", "peer", s.id, "err", err)
 	}
-	for _, room := range left {
-		h.announceLeft(ctx, room, s.id)
-	}
-	if err == nil {
+	if err == nil { // counted before the others hear of it: they may try the token at once
 		h.metrics.resumes.WithLabelValues("expired").Inc()
 		h.log.Debug("parked session expired", "peer", s.id)
+	}
+	for _, room := range left {
+		h.announceLeft(ctx, room, s.id)
 	}
 }
 
