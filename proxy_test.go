@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"icehub/internal/testcert"
+
 	"github.com/gorilla/websocket"
 	"github.com/pion/turn/v5"
 	"github.com/pires/go-proxyproto"
@@ -68,7 +70,9 @@ func carriedAddr(ip string, port int) *net.TCPAddr {
 // never gets a handshake. turn.listen takes headers too.
 func TestProxyProtocolOnSharedPort(t *testing.T) {
 	dir := t.TempDir()
-	certPath, keyPath, pool := writeCert(t, dir, 1)
+	cert := testcert.New(t)
+	certPath, keyPath := cert.Write(t, dir)
+	pool := cert.Pool
 	shared := freePort(t)
 	p := startIcehubOpts(t, opts{signalPort: shared, extra: fmt.Sprintf(`auth.secrets = ["proxy-secret-123"]
 turn.allow_peers = ["127.0.0.1/32"]

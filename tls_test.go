@@ -3,7 +3,6 @@ package main
 import (
 	"crypto/tls"
 	"fmt"
-	"icehub/internal/testenv"
 	"io"
 	"net/http"
 	"os/exec"
@@ -13,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"icehub/internal/testcert"
+	"icehub/internal/testenv"
+
 	"github.com/gorilla/websocket"
 	"github.com/pion/turn/v5"
 )
@@ -21,7 +23,7 @@ import (
 // the mapped address, relaying to an echo peer over UDP, TCP and TLS, client to client under
 // the default filter, and the echo peer unreachable without allow_peers.
 func TestCoturnClientsAgainstBinary(t *testing.T) {
-	certPath, keyPath, _ := writeCert(t, t.TempDir(), 1)
+	certPath, keyPath := testcert.New(t).Write(t, t.TempDir())
 	tlsPort := freePort(t)
 	tlsConf := fmt.Sprintf("turn.tls_listen = [\"127.0.0.1:%d\"]\nturn.tls_cert = %q\nturn.tls_key = %q\n", tlsPort, certPath, keyPath)
 	open := startIcehub(t, "auth.secrets = [\"uclient-binary-secret\"]\nturn.allow_peers = [\"127.0.0.1/32\"]\n"+tlsConf)
@@ -70,7 +72,9 @@ func TestCoturnClientsAgainstBinary(t *testing.T) {
 
 func TestTURNAndHTTPSShareOnePort(t *testing.T) {
 	dir := t.TempDir()
-	certPath, keyPath, pool := writeCert(t, dir, 1)
+	cert := testcert.New(t)
+	certPath, keyPath := cert.Write(t, dir)
+	pool := cert.Pool
 	shared := freePort(t)
 	p2 := startIcehubOpts(t, opts{signalPort: shared, extra: fmt.Sprintf(`auth.secrets = ["shared-port-secret"]
 turn.allow_peers = ["127.0.0.1/32"]
@@ -138,7 +142,8 @@ signal.tls_key = %q
 	}
 
 	// Certificates are re-read on SIGHUP: a new handshake presents the new one.
-	writeCert(t, dir, 2)
+	next := testcert.New(t)
+	next.Write(t, dir)
 	p2.cmd.Process.Signal(syscall.SIGHUP)
 	p2.waitLog(t, "reloaded", 5*time.Second)
 	c2, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
@@ -146,8 +151,8 @@ signal.tls_key = %q
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	if got := c2.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); got != 2 {
-		t.Fatalf("serial %d after reload, want 2", got)
+	if got := c2.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(next.Serial()) != 0 {
+		t.Fatalf("serial %v after reload, want the new certificate's %v", got, next.Serial())
 	}
 	// The allocation made before the reload still relays.
 	if err := (&relay{client: client, conn: relayConn}).echo(echoPeer(t), []byte("after reload")); err != nil {

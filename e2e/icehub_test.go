@@ -5,14 +5,7 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -24,6 +17,7 @@ import (
 	"time"
 
 	"icehub/internal/netlab"
+	"icehub/internal/testcert"
 )
 
 const (
@@ -54,7 +48,7 @@ type hub struct {
 func startHub(t *testing.T, s *site, o hubOpts) *hub {
 	t.Helper()
 	dir := t.TempDir()
-	cert, key := writeLabCert(t, dir)
+	cert, key := testcert.New(t, labServerAddrs...).Write(t, dir)
 	listen := []string{fmt.Sprintf("%q", net.JoinHostPort(s.private, "3478"))}
 	if s.ip6 != "" {
 		listen = append(listen, fmt.Sprintf("%q", net.JoinHostPort(s.ip6, "3478")))
@@ -161,43 +155,11 @@ func (h *hub) kill() {
 }
 
 // Logs returns what icehub has logged so far.
+// labServerAddrs are the lab's server addresses, the names its certificate is for.
+var labServerAddrs = []string{"203.0.113.2", "203.0.113.3", "203.0.113.4", "198.51.100.2", "198.51.100.18", "2001:db8:1::2"}
+
 func (h *hub) Logs() string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.logs.String()
-}
-
-// writeLabCert writes a self-signed certificate for every server address of the lab.
-func writeLabCert(t *testing.T, dir string) (certPath, keyPath string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ips []net.IP
-	for _, a := range []string{"203.0.113.2", "203.0.113.3", "203.0.113.4", "198.51.100.2", "198.51.100.18", "2001:db8:1::2"} {
-		ips = append(ips, net.ParseIP(a))
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "icehub natlab"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IPAddresses: ips, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certPath, keyPath
 }

@@ -2,16 +2,10 @@ package turnserver
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/netip"
 	"sync"
@@ -25,6 +19,7 @@ import (
 
 	"icehub/auth"
 	"icehub/internal/metrictest"
+	"icehub/internal/testcert"
 )
 
 // The test balancer connects from 127.0.0.1, which turn.proxy_from lists; 127.0.0.2 is a
@@ -292,7 +287,8 @@ func TestProxyHeaderFromUntrustedSource(t *testing.T) {
 // TURN over TLS behind the balancer: the PROXY header comes before the handshake, and the
 // client's allocation relays while its Binding names the carried address.
 func TestProxyHeaderBeforeTLS(t *testing.T) {
-	crt, pool := selfSignedCert(t)
+	cert := testcert.New(t)
+	crt, pool := cert.TLS, cert.Pool
 	ts := startServer(t, func(c *Config) {
 		c.Settings.ProxyFrom = balancerNet
 		c.TLSListen = []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}
@@ -323,35 +319,6 @@ func TestProxyHeaderBeforeTLS(t *testing.T) {
 	if err := tls.Client(bare, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"}).Handshake(); err == nil {
 		t.Fatal("TLS handshake from proxy_from without a PROXY header succeeded")
 	}
-}
-
-// selfSignedCert returns a certificate for 127.0.0.1 and a pool trusting it.
-func selfSignedCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "icehub test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
 
 // The answer credit follows the carried address too: one client behind the balancer that

@@ -1,13 +1,7 @@
 package turnserver
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"math/big"
-	"net"
 	"net/netip"
 	"regexp"
 	"strings"
@@ -18,6 +12,7 @@ import (
 	"github.com/pion/turn/v5"
 
 	"icehub/internal/metrictest"
+	"icehub/internal/testcert"
 	"icehub/internal/testenv"
 )
 
@@ -210,7 +205,7 @@ func TestAlternateServerNotForTLS(t *testing.T) {
 	ts := startServer(t, func(c *Config) {
 		full("192.0.2.10:3478")(c)
 		c.TLSListen = []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:0")}
-		c.TLS = selfSignedTLS(t)
+		c.TLS = testcert.New(t).ServerConfig()
 	})
 	tlsAddr := ts.srv.Addrs()[2].String()
 	_ = newRawTURN(t, ts.udp, ts.creds(t, "filler")).allocate(0)
@@ -274,20 +269,4 @@ func TestDrain(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-}
-
-// selfSignedTLS is a server TLS config with a throwaway certificate for 127.0.0.1.
-func selfSignedTLS(t *testing.T) *tls.Config {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour),
-		NotAfter: time.Now().Add(time.Hour), IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
 }

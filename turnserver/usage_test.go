@@ -1,11 +1,12 @@
 package turnserver
 
 import (
-	"icehub/internal/echopeer"
 	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"icehub/internal/echopeer"
 
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
