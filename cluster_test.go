@@ -265,9 +265,14 @@ func (r *redisServer) stop() {
 }
 
 func clusterNode(t *testing.T, redisPort int, node string) *proc {
+	return clusterNodeTTL(t, redisPort, node, "2s")
+}
+
+// clusterNodeTTL is clusterNode with another cluster.member_ttl.
+func clusterNodeTTL(t *testing.T, redisPort int, node, memberTTL string) *proc {
 	return startIcehub(t, fmt.Sprintf(`auth.secrets = ["cluster-shared-secret"]
 cluster.redis_url = "redis://127.0.0.1:%d/0"
-cluster.member_ttl = "2s"
+cluster.member_ttl = %q
 cluster.node_id = %q
-`, redisPort, node))
+`, redisPort, memberTTL, node))
 }

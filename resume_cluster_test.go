@@ -87,8 +87,11 @@ func TestClusterResumeAcrossProcesses(t *testing.T) {
 // other node before the dead node's memberships expire, and the room never hears peer-left.
 func TestClusterResumeAfterNodeKilled(t *testing.T) {
 	rds := startRedis(t, freePort(t))
-	a := clusterNode(t, rds.port, "node-a")
-	b := clusterNode(t, rds.port, "node-b")
+	// The resume has to beat the dead node's memberships, which expire member_ttl after its
+	// last heartbeat (every member_ttl/3): with 5s, a loaded machine has over 3 s to notice the
+	// close, dial node-b and claim; with 2s it had 1.3 s.
+	a := clusterNodeTTL(t, rds.port, "node-a", "5s")
+	b := clusterNodeTTL(t, rds.port, "node-b", "5s")
 	onA, onB := joinedPair(t, a, b, "call")
 
 	a.cmd.Process.Signal(syscall.SIGKILL)
@@ -98,8 +101,10 @@ func TestClusterResumeAfterNodeKilled(t *testing.T) {
 	back := resumeOn(t, b.signal, onA)
 	back.send(map[string]any{"type": "message", "room": "call", "data": "still here"})
 	expectData(t, onB, onA.id, "still here")
-	// member_ttl is 2s: past it, node-b must not evict the moved session.
-	onB.quiet(3 * time.Second)
+	// node-a's memberships expire by kill+5s and node-b's heartbeat (every 5/3 s) evicts
+	// expired ones by kill+6.7s (a second to spare for a slow beat): past that, node-b must
+	// not have evicted the moved session.
+	onB.quiet(8 * time.Second)
 	onB.send(map[string]any{"type": "message", "room": "call", "data": "and you?"})
 	expectData(t, back, onB.id, "and you?")
 }
