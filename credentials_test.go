@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"icehub/auth"
 )
 
 type iceEntry struct {
@@ -35,7 +37,9 @@ func turnEntry(t *testing.T, raw []byte, turnPort int) iceEntry {
 }
 
 func TestHubCredentialsAllocateUntilTheyExpire(t *testing.T) {
-	p := startIcehub(t, "auth.ttl = \"2s\"\nturn.allow_peers = [\"127.0.0.1/32\"]\n")
+	// Expiries are whole seconds, cut down: 5s credentials are valid for 4 to 5 s, time for
+	// the allocations below on a loaded machine (2s ones could be valid for barely 1 s).
+	p := startIcehub(t, "auth.ttl = \"5s\"\nturn.allow_peers = [\"127.0.0.1/32\"]\n")
 	peer := echoPeer(t)
 
 	ws := dialHub(t, p.signal)
@@ -54,8 +58,8 @@ func TestHubCredentialsAllocateUntilTheyExpire(t *testing.T) {
 	}
 	json.NewDecoder(resp.Body).Decode(&api)
 	resp.Body.Close()
-	if api.TTL != 2 {
-		t.Fatalf("ttl %d, want 2", api.TTL)
+	if api.TTL != 5 {
+		t.Fatalf("ttl %d, want 5", api.TTL)
 	}
 	fromAPI := turnEntry(t, api.ICEServers, p.turn)
 
@@ -77,8 +81,14 @@ func TestHubCredentialsAllocateUntilTheyExpire(t *testing.T) {
 		t.Fatal("pushed credentials are the same as the expiring ones")
 	}
 
-	time.Sleep(2500 * time.Millisecond)
+	// Once the expiry in each username has passed (plus a second for clock granularity),
+	// neither set allocates.
 	for name, e := range map[string]iceEntry{"welcome": fromWelcome, "api": fromAPI} {
+		exp, _, err := auth.Parse(e.Username)
+		if err != nil {
+			t.Fatalf("%s username %q: %v", name, e.Username, err)
+		}
+		time.Sleep(time.Until(exp.Add(time.Second)))
 		if _, err := allocate(t, p.turn, e.Username, e.Credential); err == nil {
 			t.Fatalf("%s credentials still allocate after their TTL", name)
 		}
