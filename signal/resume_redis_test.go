@@ -205,18 +205,63 @@ func TestClusterResumeAfterRedisRestart(t *testing.T) {
 	a.expect("peer-joined")
 	rds.stop()
 	rds.start()
-	// Heartbeats every 2/3 s; go-redis re-dials by itself. After a few, memberships and
-	// session records are back.
-	time.Sleep(2500 * time.Millisecond)
-	b.message("r", "", "ping")
-	a.expectMessage("r", b.id, `"ping"`)
+	// go-redis re-dials by itself, and n1's heartbeat (every 2/3 s) writes a's membership and,
+	// in the same pipeline, its session record again. Retry until a message crosses: then
+	// they are back. a's frames are read on a goroutine, as a read timeout would end a's
+	// connection; no frame but b's messages may come.
+	frames := make(chan frame, 1)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			f, err := a.read(30 * time.Second)
+			if err != nil {
+				return
+			}
+			select {
+			case frames <- f:
+			case <-done:
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(15 * time.Second)
+	for try := 1; ; try++ {
+		b.message("r", "", try)
+		select {
+		case f := <-frames:
+			if f.Type != "message" || f.From != b.id {
+				t.Fatalf("a got %+v, want b's message", f)
+			}
+			t.Logf("a message crossed on try %d", try)
+		case <-time.After(300 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("no message crossed nodes within 15s of the Redis restart")
+			}
+			continue
+		}
+		break
+	}
 	n1.drop(t, a)
 	a2 := n2.resume(t, a.welcome.Resume)
 	if !a2.welcome.Resumed || a2.id != a.id {
 		t.Fatalf("after a Redis restart: %+v", a2.welcome)
 	}
 	a2.message("r", "", "back")
-	b.expectMessage("r", a.id, `"back"`)
+	// Tries that did not cross may have told b so.
+	for {
+		f, err := b.read(5 * time.Second)
+		if err != nil {
+			t.Fatalf("waiting for a's message: %v", err)
+		}
+		if f.Type == "error" && f.Code == CodeClusterUnavailable {
+			continue
+		}
+		if f.Type != "message" || f.From != a.id || string(f.Data) != `"back"` {
+			t.Fatalf("b got %+v, want a's message", f)
+		}
+		break
+	}
 }
 
 // A live session's record is kept alive by its node's heartbeat: a connection that has been
