@@ -11,8 +11,9 @@ import (
 
 // cutProxy stands between one browser page and the hub, so a test can do to the page's
 // WebSocket what networks do: cut it (a TCP reset both ways, no close frame: the hub and the
-// browser each see the connection die) or hold back what the hub sends, to make two pages'
-// messages cross. Plain HTTP requests pass untouched.
+// browser each see the connection die), keep a new one from getting through for a while, or
+// hold back what the hub sends, to make two pages' messages cross. Plain HTTP requests pass
+// untouched.
 type cutProxy struct {
 	t      *testing.T
 	ln     net.Listener
@@ -23,6 +24,10 @@ type cutProxy struct {
 	conns map[*proxied]struct{}
 	held  bool
 	stuck int // chunks from the hub waiting while held
+
+	gated   bool // new WebSocket connections wait before they reach the hub
+	waiting int  // new WebSocket connections waiting at the gate
+	closed  bool
 }
 
 type proxied struct {
@@ -57,17 +62,22 @@ func (p *cutProxy) accept() {
 }
 
 func (p *cutProxy) serve(client *net.TCPConn) {
+	br := bufio.NewReader(client)
+	// Browsers open a connection of its own for every WebSocket: its first bytes tell.
+	ws := false
+	if head, err := br.Peek(8); err == nil && (bytes.Equal(head, []byte("GET /ws?")) || bytes.Equal(head, []byte("GET /ws "))) {
+		ws = true
+	}
+	if ws && !p.pass() {
+		client.Close()
+		return
+	}
 	s, err := net.Dial("tcp4", p.target)
 	if err != nil {
 		client.Close()
 		return
 	}
-	pc := &proxied{client: client, server: s.(*net.TCPConn)}
-	br := bufio.NewReader(client)
-	// Browsers open a connection of its own for every WebSocket: its first bytes tell.
-	if head, err := br.Peek(8); err == nil && (bytes.Equal(head, []byte("GET /ws?")) || bytes.Equal(head, []byte("GET /ws "))) {
-		pc.ws = true
-	}
+	pc := &proxied{client: client, server: s.(*net.TCPConn), ws: ws}
 	p.mu.Lock()
 	p.conns[pc] = struct{}{}
 	p.mu.Unlock()
@@ -118,6 +128,35 @@ func (p *cutProxy) cut() {
 	}
 }
 
+// pass waits while new WebSocket connections are gated; it reports false when the proxy
+// closed meanwhile.
+func (p *cutProxy) pass() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.gated && !p.closed {
+		p.waiting++
+		p.cond.Wait()
+		p.waiting--
+	}
+	return !p.closed
+}
+
+// gate keeps (true) new WebSocket connections waiting, connected to the proxy but not yet to
+// the hub, as an opening that hangs in the network would; false lets them through.
+func (p *cutProxy) gate(on bool) {
+	p.mu.Lock()
+	p.gated = on
+	p.mu.Unlock()
+	p.cond.Broadcast()
+}
+
+// atGate returns how many new WebSocket connections are waiting at the gate.
+func (p *cutProxy) atGate() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.waiting
+}
+
 // hold stops (true) or resumes (false) passing the hub's WebSocket frames to the page.
 func (p *cutProxy) hold(on bool) {
 	p.mu.Lock()
@@ -135,6 +174,9 @@ func (p *cutProxy) holding() int {
 
 func (p *cutProxy) close() {
 	p.ln.Close()
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	p.hold(false)
 	p.mu.Lock()
 	for pc := range p.conns {
