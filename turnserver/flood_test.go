@@ -120,8 +120,9 @@ func blindFlood(t *testing.T, server string, kind floodKind, nonce string, socks
 	}
 	const tick = 5 * time.Millisecond
 	perTick := socks * pps * int(tick) / int(time.Second)
-	next := time.Now()
-	for k := 0; time.Since(next) < dur && k < socks*pps*int(dur/time.Second+1); {
+	start := time.Now()
+	next := start
+	for k := 0; time.Since(start) < dur && k < socks*pps*int(dur/time.Second+1); {
 		for range perTick {
 			b := kind.request(k, nonce)
 			if _, err := conns[k%socks].Write(b); err == nil {
