@@ -98,6 +98,59 @@ type rawTURN struct {
 	user, pass, realm, non string
 	relay                  netip.AddrPort
 	leaked                 atomic.Int64
+	sent                   *requestTally // if set, notes every authenticated Allocate written
+}
+
+// requestTally notes the authenticated Allocate requests a client wrote, by transaction:
+// retransmissions are the same transaction written again, and a server counts each it
+// processes.
+type requestTally struct {
+	mu     sync.Mutex
+	writes map[[stun.TransactionIDSize]byte]int
+}
+
+func (r *requestTally) note(b []byte) {
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if m.Decode() != nil || m.Type != stun.NewType(stun.MethodAllocate, stun.ClassRequest) ||
+		!m.Contains(stun.AttrMessageIntegrity) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.writes == nil {
+		r.writes = map[[stun.TransactionIDSize]byte]int{}
+	}
+	r.writes[m.TransactionID]++
+}
+
+// counts returns how many transactions were noted, and how many writes (retransmissions
+// included) they took.
+func (r *requestTally) counts() (transactions, writes int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, n := range r.writes {
+		writes += n
+	}
+	return len(r.writes), writes
+}
+
+// tallyConn is a net.PacketConn (a pion client's) whose writes r notes.
+type tallyConn struct {
+	net.PacketConn
+	r *requestTally
+}
+
+func (c tallyConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	c.r.note(b)
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+// RemoteAddr is the wrapped conn's, which pion's client asks a stream conn for.
+func (c tallyConn) RemoteAddr() net.Addr {
+	if rc, ok := c.PacketConn.(interface{ RemoteAddr() net.Addr }); ok {
+		return rc.RemoteAddr()
+	}
+	return nil
 }
 
 func newRawTURN(t *testing.T, server string, cr auth.Credentials) *rawTURN {
@@ -146,6 +199,9 @@ var errNoAnswer = errors.New("no answer")
 func (c *rawTURN) roundTrip(m *stun.Message) (*stun.Message, error) {
 	buf := make([]byte, 2048)
 	for try := 0; try < 4; try++ {
+		if c.sent != nil {
+			c.sent.note(m.Raw)
+		}
 		if _, err := c.conn.Write(m.Raw); err != nil {
 			return nil, err
 		}
