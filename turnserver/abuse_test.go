@@ -334,7 +334,7 @@ func TestQuotaAbuseIsolated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := startClient(t, tallyConn{turn.NewSTUNConn(conn), sent}, ts.tcp, greedy.Username, greedy.Password, 0)
+	tc := startClient(t, notingConn{turn.NewSTUNConn(conn), sent.note}, ts.tcp, greedy.Username, greedy.Password, 0)
 	if _, err := tc.Allocate(); turnCode(err) != 486 {
 		t.Fatalf("allocation past the quota over TCP: %v, want 486", err)
 	}

@@ -169,6 +169,26 @@ func startClient(t *testing.T, conn net.PacketConn, server, username, password s
 	return c
 }
 
+// notingConn is a net.PacketConn (a pion client's) that shows note each datagram, or
+// frame on a stream, it writes.
+type notingConn struct {
+	net.PacketConn
+	note func([]byte)
+}
+
+func (c notingConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	c.note(b)
+	return c.PacketConn.WriteTo(b, addr)
+}
+
+// RemoteAddr is the wrapped conn's, which pion's client asks a stream conn for.
+func (c notingConn) RemoteAddr() net.Addr {
+	if rc, ok := c.PacketConn.(interface{ RemoteAddr() net.Addr }); ok {
+		return rc.RemoteAddr()
+	}
+	return nil
+}
+
 // tcpClient returns a pion client talking TCP to the server.
 func tcpClient(t *testing.T, server, username, password string) *turn.Client {
 	t.Helper()

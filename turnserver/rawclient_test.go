@@ -134,25 +134,6 @@ func (r *requestTally) counts() (transactions, writes int) {
 	return len(r.writes), writes
 }
 
-// tallyConn is a net.PacketConn (a pion client's) whose writes r notes.
-type tallyConn struct {
-	net.PacketConn
-	r *requestTally
-}
-
-func (c tallyConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	c.r.note(b)
-	return c.PacketConn.WriteTo(b, addr)
-}
-
-// RemoteAddr is the wrapped conn's, which pion's client asks a stream conn for.
-func (c tallyConn) RemoteAddr() net.Addr {
-	if rc, ok := c.PacketConn.(interface{ RemoteAddr() net.Addr }); ok {
-		return rc.RemoteAddr()
-	}
-	return nil
-}
-
 func newRawTURN(t *testing.T, server string, cr auth.Credentials) *rawTURN {
 	t.Helper()
 	return newRawTURNFrom(t, "127.0.0.1:0", server, cr)
