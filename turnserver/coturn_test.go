@@ -57,17 +57,34 @@ func startPeer(t *testing.T) int {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	dst := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}
+	if !waitEcho(c, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}, 10*time.Second) {
+		cancel()
+		_ = cmd.Wait() // its output is complete
+		t.Fatalf("turnutils_peer on port %d does not echo:\n%s", port, out.String())
+	}
+	return port
+}
+
+// waitEcho sends probes from c to an echo peer at dst until one comes back from it, for at
+// most within, and reports whether one did.
+func waitEcho(c net.PacketConn, dst *net.UDPAddr, within time.Duration) bool {
 	buf := make([]byte, 64)
-	for i := 0; i < 100; i++ {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
 		_, _ = c.WriteTo([]byte("ping"), dst)
 		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-		if _, _, err := c.ReadFrom(buf); err == nil {
-			return port
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				break
+			}
+			if string(buf[:n]) == "ping" && from.String() == dst.String() {
+				_ = c.SetReadDeadline(time.Time{})
+				return true
+			}
 		}
 	}
-	t.Fatalf("turnutils_peer on port %d does not echo:\n%s", port, out.String())
-	return 0
+	return false
 }
 
 var lostRe = regexp.MustCompile(`Total lost packets (\d+) \(([0-9.]+)%\)`)

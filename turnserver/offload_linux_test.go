@@ -350,7 +350,14 @@ func offloadUclient(t *testing.T, bed *vethbed.Bed) {
 		cancel()
 		_ = peer.Wait()
 	})
-	time.Sleep(300 * time.Millisecond) // turnutils_peer binds at once; give it the moment
+	// uclient must lose nothing: it starts once the peer echoes (probed from the peer's
+	// namespace, so the relay sees none of it).
+	port, _ := strconv.Atoi(peerPort)
+	if !waitEcho(b.peer(t, 1), &net.UDPAddr{IP: bed.PeerIPs[0].AsSlice(), Port: port}, 10*time.Second) {
+		cancel()
+		_ = peer.Wait() // its output is complete
+		t.Fatalf("turnutils_peer on %s:%s does not echo:\n%s", bed.PeerIPs[0], peerPort, peerOut.String())
+	}
 	before := b.offload().Total()
 	ucx, ucancel := context.WithTimeout(context.Background(), time.Minute)
 	defer ucancel()
