@@ -115,14 +115,16 @@ func offloadRoundTrips(t *testing.T, bed *vethbed.Bed) {
 }
 
 func offloadChannelExpiry(t *testing.T, bed *vethbed.Bed) {
-	b := startBedServer(t, bed, func(c *Config) { c.channelLifetime = time.Second })
+	// Long enough for offloaded's probes to find the channel in the kernel on a loaded
+	// machine, short enough for waitBindings to see it expire.
+	b := startBedServer(t, bed, func(c *Config) { c.channelLifetime = 3 * time.Second })
 	relay, err := b.client(t, 0, "bob").Allocate()
 	if err != nil {
 		t.Fatal(err)
 	}
 	peer := b.peer(t, 0)
 	b.offloaded(t, relay, peer)
-	// pion's client refreshes channels every 5 minutes: the server's one second runs out.
+	// pion's client refreshes channels every 5 minutes: the server's three seconds run out.
 	b.waitBindings(t, 0, "after the channel expired")
 	before := b.offload().Total()
 	_, _ = peer.WriteTo([]byte("after expiry"), relay.LocalAddr())
@@ -136,14 +138,14 @@ func offloadChannelExpiry(t *testing.T, bed *vethbed.Bed) {
 }
 
 func offloadPermissionExpiry(t *testing.T, bed *vethbed.Bed) {
-	b := startBedServer(t, bed, func(c *Config) { c.permissionLifetime = time.Second })
+	b := startBedServer(t, bed, func(c *Config) { c.permissionLifetime = 3 * time.Second }) // as in offloadChannelExpiry
 	relay, err := b.client(t, 0, "carol").Allocate()
 	if err != nil {
 		t.Fatal(err)
 	}
 	peer := b.peer(t, 0)
 	b.offloaded(t, relay, peer)
-	// pion's client refreshes permissions every 2 minutes: the server's one second runs
+	// pion's client refreshes permissions every 2 minutes: the server's three seconds run
 	// out while the channel (10 minutes) lives on. The kernel lets go of the channel; what
 	// user space then does with its packets is pion's rule, not the offload's.
 	b.waitBindings(t, 0, "after the permission expired")
