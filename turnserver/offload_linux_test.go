@@ -200,6 +200,27 @@ func offloadReloadDenies(t *testing.T, bed *vethbed.Bed) {
 	b.offloaded(t, relay, peer)
 }
 
+// waitChannels waits up to 5 s until the number of channels the offloader knows of, in all
+// allocations, satisfies ok; it reports whether it did.
+func (b *bedServer) waitChannels(ok func(int) bool) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n := 0
+		b.srv.offload.mu.Lock()
+		for _, a := range b.srv.offload.allocs {
+			n += len(a.channels)
+		}
+		b.srv.offload.mu.Unlock()
+		if ok(n) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // drain empties what a relay conn has queued (datagrams a test let through on purpose).
 func drain(c net.PacketConn) {
 	buf := make([]byte, 2048)
@@ -251,15 +272,10 @@ func offloadRefusedPeers(t *testing.T, bed *vethbed.Bed) {
 		if err != nil || string(buf[:n]) != msg || from.String() != ra.LocalAddr().String() {
 			t.Fatalf("relay to relay: %q from %v, %v", buf[:n], from, err)
 		}
-		time.Sleep(50 * time.Millisecond) // lets pion's client finish its ChannelBind
 	}
-	chans := 0
-	b.srv.offload.mu.Lock()
-	for _, a := range b.srv.offload.allocs {
-		chans += len(a.channels)
-	}
-	b.srv.offload.mu.Unlock()
-	if chans == 0 {
+	// pion's client binds its channel asynchronously; the offloader decides on the kernel
+	// when it learns of the channel, so once it knows of one the kernel's table is final.
+	if !b.waitChannels(func(n int) bool { return n > 0 }) {
 		t.Fatal("pion bound no channel to the other relay: the test proves nothing")
 	}
 	if bs := b.bindings(); len(bs) != 0 {
@@ -313,23 +329,19 @@ func offloadChannelCap(t *testing.T, bed *vethbed.Bed) {
 	for range share + 2 {
 		peers = append(peers, b.peer(t, 0))
 	}
-	// pion's client binds a channel per peer on its first packets; every peer keeps
-	// receiving, in the kernel or not.
-	for round := range 10 {
+	// pion's client binds a channel per peer on its first packets, asynchronously; every
+	// peer keeps receiving, in the kernel or not, while it does and once it has.
+	send := func(round int) {
 		for i, p := range peers {
 			relayData(t, relay, p, []byte("peer "+strconv.Itoa(i)+" round "+strconv.Itoa(round)))
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	b.srv.offload.mu.Lock()
-	chans := 0
-	for _, a := range b.srv.offload.allocs {
-		chans = len(a.channels)
-	}
-	b.srv.offload.mu.Unlock()
-	if chans != len(peers) {
+	send(0)
+	var chans int
+	if !b.waitChannels(func(n int) bool { chans = n; return n == len(peers) }) {
 		t.Fatalf("pion bound %d channels, want %d: the test proves nothing", chans, len(peers))
 	}
+	send(1)
 	if bs := b.bindings(); len(bs) != share {
 		t.Fatalf("the kernel holds %d of the allocation's %d channels, want its share of %d: %v", len(bs), chans, share, bs)
 	}
