@@ -121,14 +121,12 @@ func TestClusterResumeAfterNodeSIGTERM(t *testing.T) {
 	if code := onA.closed(5 * time.Second); code != 1001 {
 		t.Fatalf("close code %d, want 1001 going away", code)
 	}
-	// The 1001 can reach the client before node-a has parked the session in Redis: a claim
-	// on node-b then could win against the park, and a frame sent meanwhile would be lost.
-	// A real client waits a reconnect backoff; here, wait for node-a to exit, which it does
-	// only once its shutdown has waited for every park (and cleanly: status 0).
-	a.exitWithin(t, 10*time.Second)
+	// node-a parks the session before its 1001: the client may resume on node-b at once,
+	// with node-a still stopping, and what was sent meanwhile is not lost.
 	onB.send(map[string]any{"type": "message", "room": "call", "data": "during restart"})
 	back := resumeOn(t, b.signal, onA)
 	expectData(t, back, onB.id, "during restart")
 	back.send(map[string]any{"type": "message", "room": "call", "data": "moved"})
 	expectData(t, onB, onA.id, "moved")
+	a.exitWithin(t, 10*time.Second)
 }

@@ -111,6 +111,19 @@ func (c *client) finish() {
 		c.refreshT.Stop()
 	}
 	c.mu.Unlock()
+	if c.why == endShutdown {
+		// A stopping node parks the session (in a cluster, in Redis) before it tells the
+		// client to go: a client that reconnects to another node at once finds the session
+		// parked, with what reached this node meanwhile, instead of racing the park (the
+		// other node's claim winning and those frames being lost). The reader has stopped
+		// already; the park is one store call, and the socket is cut at closeGrace anyway.
+		t := time.NewTimer(closeGrace * 3 / 4)
+		select {
+		case <-c.readerDone:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	if c.closeCode != 0 {
 		msg := websocket.FormatCloseMessage(c.closeCode, c.closeReason)
 		_ = c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(closeGrace))
