@@ -15,7 +15,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -265,7 +264,7 @@ listen = "127.0.0.1:19641"
 		cmd := exec.CommandContext(ctx, "ip", "netns", "exec", bed.Relay, setpriv,
 			"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"+caps, "--ambient-caps=-all"+caps,
 			"--bounding-set=-all"+caps, dir+"/icehub", "-config", dir+"/server.toml")
-		var out syncBuffer
+		var out testenv.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -294,22 +293,4 @@ listen = "127.0.0.1:19641"
 	if got := run(",+bpf,+net_admin,+perfmon"); !strings.Contains(got, "turn xdp offload on") {
 		t.Fatalf("with the drop-in's capabilities the offload did not load:\n%s", got)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a process writing while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

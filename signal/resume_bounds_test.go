@@ -1,15 +1,14 @@
 package signal
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"icehub/internal/metrictest"
+	"icehub/internal/testenv"
 )
 
 // What a parked session may cost the hub: buffers bounded in frames and bytes, parked
@@ -136,7 +135,7 @@ func TestParkedCapsPerIPAndTotal(t *testing.T) {
 
 // Resume tokens are credentials: nothing the hub logs, at any level, contains one.
 func TestResumeTokensNeverLogged(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.Buffer
 	sig := DefaultSettings()
 	sig.PingInterval = 5 * time.Second
 	e := newEnvConfig(t, Config{Settings: sig, Ring: newTestRing(t), TTL: time.Hour, ICEURLs: testICE,
@@ -161,21 +160,4 @@ func TestResumeTokensNeverLogged(t *testing.T) {
 			t.Fatalf("a resume token (or its selector) is in the log:\n%s", out)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
