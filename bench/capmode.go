@@ -35,19 +35,11 @@ func cmdCap(args []string) error {
 	if err != nil || bps == 0 {
 		return fmt.Errorf("-cap: %v", err)
 	}
-	root, err := repoRoot()
-	if err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "icehub-bench-cap")
+	dir, bin, err := buildInTemp("icehub-bench-cap")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := dir + "/icehub"
-	if err := buildIcehub(root, bin); err != nil {
-		return err
-	}
 	type server struct {
 		name  string
 		start func() (*proc, error)

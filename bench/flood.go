@@ -37,19 +37,11 @@ func cmdFlood(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	root, err := repoRoot()
-	if err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "icehub-flood")
+	dir, bin, err := buildInTemp("icehub-flood")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "icehub")
-	if err := buildIcehub(root, bin); err != nil {
-		return err
-	}
 	// Every legitimate session comes from 127.0.0.1, the flood's (spoofed) source.
 	sourceFor = func(int) *net.UDPAddr { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)} }
 	var rows []floodRow

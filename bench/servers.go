@@ -257,6 +257,24 @@ func buildIcehub(root, out string) error {
 	return nil
 }
 
+// buildInTemp builds icehub from this checkout into a fresh temporary directory (prefix
+// names it) and returns the directory, which the caller removes, and the binary's path.
+func buildInTemp(prefix string) (dir, bin string, err error) {
+	root, err := repoRoot()
+	if err != nil {
+		return "", "", err
+	}
+	if dir, err = os.MkdirTemp("", prefix); err != nil {
+		return "", "", err
+	}
+	bin = filepath.Join(dir, "icehub")
+	if err := buildIcehub(root, bin); err != nil {
+		os.RemoveAll(dir)
+		return "", "", err
+	}
+	return dir, bin, nil
+}
+
 // repoRoot walks up from the working directory to the go.mod of module icehub.
 func repoRoot() (string, error) {
 	dir, err := os.Getwd()

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,19 +80,11 @@ func cmdSoak(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	root, err := repoRoot()
-	if err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "icehub-soak")
+	dir, bin, err := buildInTemp("icehub-soak")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "icehub")
-	if err := buildIcehub(root, bin); err != nil {
-		return err
-	}
 	p, err := startIcehub(dir, bin)
 	if err != nil {
 		return err
