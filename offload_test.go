@@ -6,9 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -22,6 +20,8 @@ import (
 	"github.com/pion/turn/v5"
 
 	"icehub/auth"
+	"icehub/internal/echopeer"
+	"icehub/internal/metrictest"
 	"icehub/internal/testenv"
 	"icehub/internal/vethbed"
 )
@@ -138,31 +138,11 @@ listen = "127.0.0.1:%d"
 // scrapeIn reads /metrics of an icehub whose admin listener is in the relay namespace.
 func scrapeIn(t *testing.T, bed *vethbed.Bed, port int) map[string]float64 {
 	t.Helper()
-	dial := func(_ context.Context, network, addr string) (c net.Conn, err error) {
-		err = bed.Do(bed.Relay, func() (err error) {
-			c, err = net.DialTimeout(network, addr, 5*time.Second)
-			return err
-		})
-		return c, err
-	}
-	c := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	m, err := metrictest.Scrape(bed.HTTPClient(bed.Relay), fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			out[line[:i]] = v
-		}
-	}
-	return out
+	return m
 }
 
 // echoPeerIn is a UDP echo peer on ip in the bed's peer namespace.
@@ -175,18 +155,7 @@ func echoPeerIn(t *testing.T, bed *vethbed.Bed, ip netip.Addr) *net.UDPAddr {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			c.WriteTo(buf[:n], from)
-		}
-	}()
-	return c.LocalAddr().(*net.UDPAddr)
+	return echopeer.Serve(t, c).Addr
 }
 
 // allocateIn is allocate from the bed's first client address, in the client namespace.

@@ -7,8 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"icehub/auth"
-	"icehub/internal/testenv"
 	"net"
 	"os/exec"
 	"regexp"
@@ -16,6 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"icehub/auth"
+	"icehub/internal/echopeer"
+	"icehub/internal/testenv"
 
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
@@ -102,22 +104,7 @@ func mint(t *testing.T, secret, user string, ttl time.Duration) auth.Credentials
 // echoPeer is a UDP echo server on loopback, the "peer" a relay sends to.
 func echoPeer(t *testing.T) *net.UDPAddr {
 	t.Helper()
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			c.WriteTo(buf[:n], from)
-		}
-	}()
-	return c.LocalAddr().(*net.UDPAddr)
+	return echopeer.Start(t).Addr
 }
 
 // relay is one pion client with a UDP allocation on an icehub.

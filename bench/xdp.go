@@ -4,13 +4,10 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"icehub/internal/metrictest"
 	"icehub/internal/vethbed"
 )
 
@@ -322,31 +320,8 @@ func icehubMetrics(bed *vethbed.Bed, s xdpServer) map[string]float64 {
 	if !strings.HasPrefix(s.name, "icehub") {
 		return nil
 	}
-	dial := func(_ context.Context, network, addr string) (c net.Conn, err error) {
-		err = bed.Do(bed.Relay, func() (err error) {
-			c, err = net.DialTimeout(network, addr, 2*time.Second)
-			return err
-		})
-		return c, err
-	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	resp, err := hc.Get("http://" + icehubBedAdmin + "/metrics")
-	if err != nil {
-		return nil
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			out[line[:i]] = v
-		}
-	}
-	return out
+	m, _ := metrictest.Scrape(bed.HTTPClient(bed.Relay), "http://"+icehubBedAdmin+"/metrics")
+	return m
 }
 
 func offloadedNote(f *xdpFigures) string {

@@ -19,6 +19,7 @@ import (
 
 	"icehub/auth"
 	"icehub/config"
+	"icehub/internal/echopeer"
 )
 
 const (
@@ -215,22 +216,7 @@ func turnCode(err error) int {
 // udpEcho starts a UDP echo peer on 127.0.0.1.
 func udpEcho(t *testing.T) *net.UDPAddr {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = pc.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = pc.WriteTo(buf[:n], from)
-		}
-	}()
-	return pc.LocalAddr().(*net.UDPAddr)
+	return echopeer.Start(t).Addr
 }
 
 // tcpEcho starts a TCP echo peer on 127.0.0.1.

@@ -23,6 +23,12 @@ func Start(t testing.TB) *Peer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return Serve(t, pc)
+}
+
+// Serve echoes on pc, a UDP socket the test opened (in a network namespace, say), until the
+// test ends, and closes it then.
+func Serve(t testing.TB, pc net.PacketConn) *Peer {
 	t.Cleanup(func() { _ = pc.Close() })
 	p := &Peer{Addr: pc.LocalAddr().(*net.UDPAddr)}
 	go func() {

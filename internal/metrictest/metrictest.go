@@ -1,5 +1,5 @@
-// Package metrictest reads series out of a Prometheus registry for tests, so a test can
-// assert what an operator would see on /metrics.
+// Package metrictest reads series out of a Prometheus registry or a served /metrics page,
+// for tests and benchmarks, so they can assert what an operator would see on /metrics.
 package metrictest
 
 import (

@@ -15,14 +15,18 @@
 package vethbed
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -169,6 +173,20 @@ func (b *Bed) Do(ns string, fn func() error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// HTTPClient is an HTTP client whose connections are made from inside namespace ns (the
+// admin listener of a server in the bed is only reachable there), one per request, so that
+// nothing idles afterwards.
+func (b *Bed) HTTPClient(ns string) *http.Client {
+	dial := func(_ context.Context, network, addr string) (c net.Conn, err error) {
+		err = b.Do(ns, func() (err error) {
+			c, err = net.DialTimeout(network, addr, 2*time.Second)
+			return err
+		})
+		return c, err
+	}
+	return &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}, Timeout: 5 * time.Second}
 }
 
 // Command returns cmd argv run inside namespace ns (`ip netns exec`).
